@@ -1,0 +1,8 @@
+//! `tbrm generate` (placeholder until its issue lands).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tbrm generate` is not built yet")
+}

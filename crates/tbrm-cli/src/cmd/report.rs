@@ -1,0 +1,8 @@
+//! `tbrm report` (placeholder until its issue lands).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tbrm report` is not built yet")
+}

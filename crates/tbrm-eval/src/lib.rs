@@ -1,0 +1,1 @@
+//! Evaluation: benchmark runs with the paper protocol (avg@k, greedy avg@1, pass@k), results tables and training-curve reports.
