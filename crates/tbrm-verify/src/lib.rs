@@ -14,6 +14,7 @@ mod budget;
 mod compare;
 mod eval;
 mod extract;
+pub mod jsonl;
 mod normalize;
 mod parse;
 

@@ -802,7 +802,9 @@ impl Parser<'_, '_> {
             1 if open == '(' && close == ')' || open == '[' && close == ']' => {
                 items.pop().unwrap_or(Node::Set(vec![]))
             }
-            1 => return Err(self.err("mismatched brackets around one item")),
+            _ if (open == '(') != (close == ')') && items.len() != 2 => {
+                return Err(self.err("mismatched brackets around a list"))
+            }
             2 if !(open == '(' && close == ')') => {
                 let hi = items.pop().unwrap_or(Node::Set(vec![]));
                 let lo = items.pop().unwrap_or(Node::Set(vec![]));

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of tbrm's math verifier and Hugging Face Math-Verify.
+
+Builds a deterministic set of (gold, response) pairs from the shared MATH data (MATH500 gold
+answers with correct, reformatted and perturbed predictions, the reference solutions as full
+responses, MATH-train solutions matched and mismatched), judges every pair with Math-Verify
+(in this process, one core) and with tbrm (a subprocess pinned to one thread), and reports
+verdict agreement, throughput and the slowest case of each. A second, small set of
+pathological inputs is timed for tbrm only.
+
+Run with a Python that has `math-verify` installed (kept out of the project venv), e.g.:
+
+    python3 -m venv /tmp/mv-venv && /tmp/mv-venv/bin/pip install math-verify
+    cargo build --release -p tbrm-verify --example verify_jsonl
+    /tmp/mv-venv/bin/python scripts/bench_verify.py \
+        --ours target/release/examples/verify_jsonl
+
+`--ours` is any command taking `--input IN --output OUT --threads N`, such as the example
+above or `"target/release/tbrm verify"`.
+"""
+
+import argparse
+import json
+import random
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def int_or_none(s):
+    s = s.strip()
+    return int(s) if re.fullmatch(r"-?\d+", s) else None
+
+
+FRAC = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$")
+
+
+def variants(gold, rng, other):
+    """Predictions for one gold answer: (response, kind)."""
+    out = [
+        (f"Therefore the answer is $\\boxed{{{gold}}}$.", "same-boxed"),
+        (f"The final answer is ${gold}$. I hope it is correct.", "same-final-answer"),
+        (f"\\boxed{{{gold.replace(' ', '')}}}", "no-spaces"),
+    ]
+    if "\\left" in gold:
+        bare = gold.replace("\\left", "").replace("\\right", "")
+        out.append(("\\boxed{" + bare + "}", "no-left-right"))
+    if "\\frac" in gold:
+        out.append(("\\boxed{" + gold.replace("\\frac", "\\dfrac") + "}", "dfrac"))
+    n = int_or_none(gold)
+    if n is not None:
+        out += [
+            (f"so we get \\boxed{{{n + 1}}}", "off-by-one"),
+            (f"so we get \\boxed{{{-n}}}", "sign"),
+            (f"so we get \\boxed{{{n * 2}}}", "double"),
+            (f"so we get \\boxed{{{n}.0}}", "decimal-form"),
+            (f"so $x = {n}$", "assignment"),
+            (f"The total is {n}", "plain-number"),
+        ]
+        if n >= 1000:
+            out.append((f"\\boxed{{{n:,}}}", "thousands-commas"))
+    m = FRAC.match(gold.strip())
+    if m:
+        sign = -1 if m.group(1) else 1
+        a, b = int(m.group(2)), int(m.group(3))
+        if b:
+            val = sign * a / b
+            out += [
+                (f"\\boxed{{{round(val, 6)}}}", "decimal-6"),
+                (f"\\boxed{{{round(val, 2)}}}", "decimal-2"),
+                (f"\\boxed{{{m.group(1)}{a}/{b}}}", "slash"),
+                (f"\\boxed{{{m.group(1)}\\frac{{{b}}}{{{a}}}}}", "reciprocal"),
+            ]
+    t = re.fullmatch(r"\(([^,()]+),([^,()]+)\)", gold.replace(" ", ""))
+    if t:
+        out.append((f"\\boxed{{({t.group(2)},{t.group(1)})}}", "swapped-pair"))
+    if "\\sqrt" in gold and not gold.strip().startswith("-"):
+        out.append((f"\\boxed{{-{gold}}}", "negated-radical"))
+    if "pmatrix" in gold:
+        out.append(("\\boxed{" + gold.replace("pmatrix", "bmatrix") + "}", "bmatrix"))
+    pm = re.fullmatch(r"([^\\]*?)\s*\\pm\s*(.+)", gold)
+    if pm:
+        a, b = pm.group(1).strip(), pm.group(2).strip()
+        out.append((f"\\boxed{{{a}+{b}, {a}-{b}}}", "pm-expanded"))
+        out.append((f"\\boxed{{{a}+{b}}}", "pm-one-root"))
+    if "," in gold and not re.search(r"[()\[\]{}]", gold) and not re.search(r"\d,\d{3}", gold):
+        parts = [p.strip() for p in gold.split(",")]
+        out.append(("\\boxed{" + ", ".join(reversed(parts)) + "}", "list-reversed"))
+        out.append(("\\boxed{" + ", ".join(parts[:-1]) + "}", "list-missing-item"))
+    txt = re.fullmatch(r"\\text\{([A-Za-z ]+)\}", gold)
+    if txt:
+        out.append((f"The answer is {txt.group(1).lower()}.", "text-lowercase"))
+    if n is not None:
+        out.append((f"\\boxed{{{n} \\text{{ cm}}}}", "units"))
+        out.append((f"\\boxed{{{n}\\%}}", "percent-added"))
+    if "^\\circ" in gold:
+        out.append(("\\boxed{" + gold.replace("^\\circ", "") + "}", "degrees-dropped"))
+    iv = re.fullmatch(r"([(\[])(.+),(.+)([)\]])", gold.replace(" ", ""))
+    if iv and "\\cup" not in gold:
+        flip = {"(": "[", "[": "(", ")": "]", "]": ")"}
+        out.append((f"\\boxed{{{iv.group(1)}{iv.group(2)},{iv.group(3)}{flip[iv.group(4)]}}}", "bracket-flipped"))
+    if re.search(r"\\sqrt\{\d\}", gold):
+        out.append(("\\boxed{" + re.sub(r"\\sqrt\{(\d)\}", r"\\sqrt\1", gold) + "}", "sqrt-no-braces"))
+    sq = re.fullmatch(r"(\d+)\s*\\sqrt\{(\d+)\}", gold)
+    if sq:
+        k, r = int(sq.group(1)), int(sq.group(2))
+        out.append((f"\\boxed{{\\sqrt{{{k * k * r}}}}}", "radical-absorbed"))
+        out.append((f"\\boxed{{{k}\\sqrt{{{r + 1}}}}}", "radical-off-by-one"))
+    if re.fullmatch(r"[a-z0-9^+\- ]+", gold) and re.search(r"[a-z]", gold) and "+" in gold:
+        terms = re.split(r"\s*\+\s*", gold)
+        out.append(("\\boxed{" + " + ".join(reversed(terms)) + "}", "terms-reordered"))
+    out.append((f"\\boxed{{{rng.choice(other)}}}", "other-answer"))
+    return out
+
+
+def build_cases(data_dir, n_train, seed):
+    rng = random.Random(seed)
+    m500 = load(data_dir / "math500.jsonl")
+    golds = [r["answer"] for r in m500]
+    cases = []
+    for r in m500:
+        for resp, kind in variants(r["answer"], rng, golds):
+            cases.append({"gold": r["answer"], "response": resp, "kind": kind})
+        cases.append({"gold": r["answer"], "response": r["solution"], "kind": "math500-solution"})
+    train = load(data_dir / "math_train.jsonl")
+    rng.shuffle(train)
+    for i, r in enumerate(train[:n_train]):
+        cases.append({"gold": r["answer"], "response": r["solution"], "kind": "train-solution"})
+        other = train[(i + 1) % n_train]
+        cases.append({"gold": r["answer"], "response": other["solution"], "kind": "train-mismatch"})
+    return cases
+
+
+def pathological():
+    big = "All work and no play makes Jack a dull boy. " * 20000 + "The answer is \\boxed{7}."
+    return [
+        {"gold": "5", "response": "\\boxed{10^{10^{10^{10}}}}", "kind": "power-tower"},
+        {"gold": "5", "response": "\\boxed{(10^{100})!}", "kind": "huge-factorial"},
+        {"gold": "7", "response": "\\boxed{" + "{" * 1500 + "1" + "}" * 1500 + "}", "kind": "nested-braces"},
+        {"gold": "7", "response": "\\boxed{" + "(" * 1500 + "1" + ")" * 1500 + "}", "kind": "nested-parens"},
+        {"gold": "7", "response": "\\boxed{" + "\\frac{1}{" * 300 + "1" + "}" * 300 + "}", "kind": "nested-frac"},
+        {"gold": "7", "response": big, "kind": "megabyte-response"},
+        {"gold": "7", "response": "$ { \\( \\[ $$ \\boxed{ \\text{ " * 30000, "kind": "unbalanced-junk"},
+        {"gold": ",".join(map(str, range(1500))), "response": "\\boxed{" + ",".join(map(str, reversed(range(1500)))) + "}", "kind": "long-set"},
+    ]
+
+
+def run_math_verify(cases):
+    from math_verify import parse, verify
+
+    results, times = [], []
+    for c in cases:
+        t = time.perf_counter()
+        try:
+            gold = parse("$" + c["gold"] + "$")
+            pred = parse(c["response"])
+            ok = bool(verify(gold, pred))
+        except Exception:  # Math-Verify raises on some inputs; count as "not equivalent".
+            ok = False
+        times.append(time.perf_counter() - t)
+        results.append(ok)
+    return results, times
+
+
+def run_ours(cmd, cases, workdir, repeat=1):
+    inp = workdir / "in.jsonl"
+    out = workdir / "out.jsonl"
+    with open(inp, "w", encoding="utf-8") as f:
+        for _ in range(repeat):
+            for c in cases:
+                f.write(json.dumps({"gold": c["gold"], "response": c["response"]}) + "\n")
+    args = shlex.split(cmd) + ["--input", str(inp), "--output", str(out), "--threads", "1"]
+    t = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
+    rows = load(out)
+    slow = re.search(r"slowest (\d+) us \(line (\d+)\)", proc.stderr)
+    slowest = (int(slow.group(1)), int(slow.group(2))) if slow else (None, None)
+    return rows[: len(cases)], wall, slowest, proc.stderr.strip()
+
+
+def main():
+    root = Path(__file__).resolve().parent.parent
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ours", default=str(root / "target/release/examples/verify_jsonl"))
+    ap.add_argument("--data-dir", type=Path, default=root.parent / "shared/data")
+    ap.add_argument("--n-train", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=20, help="copies of the set for tbrm's timing run")
+    ap.add_argument("--disagreements", type=Path, default=Path("/tmp/bench_verify_disagreements.jsonl"))
+    args = ap.parse_args()
+
+    cases = build_cases(args.data_dir, args.n_train, args.seed)
+    print(f"{len(cases)} cases from {args.data_dir}")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        ours, _, slow_ours, _ = run_ours(args.ours, cases, d)
+        _, wall_rep, _, _ = run_ours(args.ours, cases, d, repeat=args.repeat)
+        patho_rows, _, slow_patho, _ = run_ours(args.ours, pathological(), d)
+    mv, mv_times = run_math_verify(cases)
+
+    agree = sum(o["correct"] == m for o, m in zip(ours, mv))
+    n = len(cases)
+    mv_total = sum(mv_times)
+    mv_rate = n / mv_total
+    ours_rate = n * args.repeat / wall_rep
+    worst_mv = max(range(n), key=lambda i: mv_times[i])
+    print(f"agreement: {agree}/{n} = {100 * agree / n:.2f}%")
+    print(f"tbrm correct: {sum(o['correct'] for o in ours)}, Math-Verify correct: {sum(mv)}")
+    print(f"Math-Verify: {mv_rate:.1f} cases/s on one core ({mv_total:.2f}s), slowest {1000 * mv_times[worst_mv]:.1f} ms ({cases[worst_mv]['kind']})")
+    print(f"tbrm: {ours_rate:.0f} cases/s on one thread ({n * args.repeat} cases in {wall_rep:.3f}s incl. process start and JSON I/O), slowest {slow_ours[0]} us")
+    print(f"speed-up: {ours_rate / mv_rate:.0f}x")
+    print(f"pathological set (tbrm only): slowest {slow_patho[0]} us; verdicts:")
+    for c, r in zip(pathological(), patho_rows):
+        print(f"  {c['kind']}: correct={r['correct']} reason={r['reason'][:90]!r}")
+    by_kind = {}
+    with open(args.disagreements, "w", encoding="utf-8") as f:
+        for c, o, m in zip(cases, ours, mv):
+            if o["correct"] != m:
+                by_kind.setdefault(c["kind"], []).append(c)
+                f.write(json.dumps({**c, "tbrm": o["correct"], "math_verify": m,
+                                    "extracted": o["extracted"], "reason": o["reason"]}) + "\n")
+    print(f"disagreements by kind (all written to {args.disagreements}):")
+    for k, v in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
+        print(f"  {k}: {len(v)}")
+
+
+if __name__ == "__main__":
+    main()
