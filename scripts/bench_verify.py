@@ -5,7 +5,9 @@ Builds a deterministic set of (gold, response) pairs from the shared MATH data (
 answers with correct, reformatted and perturbed predictions, the reference solutions as full
 responses, MATH-train solutions matched and mismatched), judges every pair with Math-Verify
 (in this process, one core) and with tbrm (a subprocess pinned to one thread), and reports
-verdict agreement, throughput and the slowest case of each. A second, small set of
+verdict agreement, throughput and the slowest case of each. Throughput is measured in CPU
+time (thread time for Math-Verify, the child's user+system time for tbrm) so that other load
+on a shared machine does not distort the ratio. A second, small set of
 pathological inputs is timed for tbrm only.
 
 Run with a Python that has `math-verify` installed (kept out of the project venv), e.g.:
@@ -23,6 +25,7 @@ import argparse
 import json
 import random
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -157,16 +160,18 @@ def pathological():
 def run_math_verify(cases):
     from math_verify import parse, verify
 
+    # CPU time of this thread, so that other load on a shared machine does not count.
+    clock = time.thread_time
     results, times = [], []
     for c in cases:
-        t = time.perf_counter()
+        t = clock()
         try:
             gold = parse("$" + c["gold"] + "$")
             pred = parse(c["response"])
             ok = bool(verify(gold, pred))
         except Exception:  # Math-Verify raises on some inputs; count as "not equivalent".
             ok = False
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
         results.append(ok)
     return results, times
 
@@ -179,15 +184,17 @@ def run_ours(cmd, cases, workdir, repeat=1):
             for c in cases:
                 f.write(json.dumps({"gold": c["gold"], "response": c["response"]}) + "\n")
     args = shlex.split(cmd) + ["--input", str(inp), "--output", str(out), "--threads", "1"]
-    t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(args, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds (user + system) of the child: process start, JSON I/O and verification.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         sys.exit(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
     rows = load(out)
     slow = re.search(r"slowest (\d+) us \(line (\d+)\)", proc.stderr)
     slowest = (int(slow.group(1)), int(slow.group(2))) if slow else (None, None)
-    return rows[: len(cases)], wall, slowest, proc.stderr.strip()
+    return rows[: len(cases)], cpu, slowest, proc.stderr.strip()
 
 
 def main():
@@ -206,7 +213,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         ours, _, slow_ours, _ = run_ours(args.ours, cases, d)
-        _, wall_rep, _, _ = run_ours(args.ours, cases, d, repeat=args.repeat)
+        _, cpu_rep, _, _ = run_ours(args.ours, cases, d, repeat=args.repeat)
         patho_rows, _, slow_patho, _ = run_ours(args.ours, pathological(), d)
     mv, mv_times = run_math_verify(cases)
 
@@ -214,12 +221,12 @@ def main():
     n = len(cases)
     mv_total = sum(mv_times)
     mv_rate = n / mv_total
-    ours_rate = n * args.repeat / wall_rep
+    ours_rate = n * args.repeat / cpu_rep
     worst_mv = max(range(n), key=lambda i: mv_times[i])
     print(f"agreement: {agree}/{n} = {100 * agree / n:.2f}%")
     print(f"tbrm correct: {sum(o['correct'] for o in ours)}, Math-Verify correct: {sum(mv)}")
-    print(f"Math-Verify: {mv_rate:.1f} cases/s on one core ({mv_total:.2f}s), slowest {1000 * mv_times[worst_mv]:.1f} ms ({cases[worst_mv]['kind']})")
-    print(f"tbrm: {ours_rate:.0f} cases/s on one thread ({n * args.repeat} cases in {wall_rep:.3f}s incl. process start and JSON I/O), slowest {slow_ours[0]} us")
+    print(f"Math-Verify: {mv_rate:.1f} cases/s per CPU second, one thread ({mv_total:.2f} CPU s), slowest {1000 * mv_times[worst_mv]:.1f} ms CPU ({cases[worst_mv]['kind']})")
+    print(f"tbrm: {ours_rate:.0f} cases/s per CPU second, one thread ({n * args.repeat} cases in {cpu_rep:.3f} CPU s incl. process start and JSON I/O), slowest {slow_ours[0]} us wall")
     print(f"speed-up: {ours_rate / mv_rate:.0f}x")
     print(f"pathological set (tbrm only): slowest {slow_patho[0]} us; verdicts:")
     for c, r in zip(pathological(), patho_rows):

@@ -12,5 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let (gold, response) = text.split_once('\n').unwrap_or(("42", &text));
     let v = tbrm_verify::verify(gold, response);
     assert!(!v.reason.is_empty());
-    assert_eq!(v, tbrm_verify::verify(gold, response), "non-deterministic verdict");
+    let again = tbrm_verify::verify(gold, response);
+    // Only the wall-clock backstop may differ between runs (a sanitizer build on a loaded
+    // machine can be descheduled past it); everything else is deterministic.
+    let timed_out = |r: &str| r.contains("time budget");
+    if !timed_out(&v.reason) && !timed_out(&again.reason) {
+        assert_eq!(v, again, "non-deterministic verdict");
+    }
 });

@@ -356,6 +356,29 @@ fn canon_inner(n: Node, b: &Budget) -> Result<Node, VerifyError> {
             Some(iv) => iv,
             None => Node::Rel(xs, ops),
         },
+        // `(2, \infty)` is an interval, and an infinite end is open whatever the bracket
+        // (sympy normalises `Interval(2, oo, right_open=False)` the same way).
+        Node::Tuple(mut xs) if xs.len() == 2 && (is_infinite(&xs[0]) || is_infinite(&xs[1])) => {
+            let hi = xs.pop().unwrap_or(Node::Set(vec![]));
+            let lo = xs.pop().unwrap_or(Node::Set(vec![]));
+            Node::Interval {
+                lo: Box::new(lo),
+                hi: Box::new(hi),
+                lo_closed: false,
+                hi_closed: false,
+            }
+        }
+        Node::Interval {
+            lo,
+            hi,
+            lo_closed,
+            hi_closed,
+        } => Node::Interval {
+            lo_closed: lo_closed && !is_infinite(&lo),
+            hi_closed: hi_closed && !is_infinite(&hi),
+            lo,
+            hi,
+        },
         Node::Tuple(xs) => Node::Tuple(
             xs.into_iter()
                 .map(|x| canon_inner(x, b))
@@ -603,11 +626,26 @@ fn is_decimal_atom(n: &Node) -> bool {
     }
 }
 
+fn is_integer_literal(n: &Node) -> bool {
+    match n {
+        Node::Num { val, decimal } => !decimal && val.is_integer(),
+        Node::Neg(x) => is_integer_literal(x),
+        _ => false,
+    }
+}
+
 fn scalar_eq(g: &Node, p: &Node, b: &Budget) -> Result<bool, VerifyError> {
     match (g, p) {
         (Node::Percent(x), Node::Percent(y)) => num_eq(x, y, b),
         // A gold percentage accepts the bare number (`50\%` vs `50`) and its value (`0.5`).
         (Node::Percent(x), _) => Ok(num_eq(x, p, b)? || num_eq(g, p, b)?),
+        // A predicted percentage is its value (`50\%` = 0.5); like Math-Verify, an integer
+        // percentage also matches the same integer, because MATH writes the answer to "by what
+        // percent ...?" without the sign (MATH500: gold `10`).
+        (_, Node::Percent(y)) => {
+            let ints = is_integer_literal(g) && is_integer_literal(y);
+            Ok(ints && num_eq(g, y, b)? || num_eq(g, p, b)?)
+        }
         _ => num_eq(g, p, b),
     }
 }
@@ -640,7 +678,8 @@ fn num_eq(a: &Node, c: &Node, b: &Budget) -> Result<bool, VerifyError> {
 }
 
 /// Deterministic sample value for a symbol at trial `t`: FNV-1a of the name mixed with `t`
-/// (SplitMix64 finaliser), mapped into [0.37, 2.27] so no sample is 0, 1 or an integer.
+/// (SplitMix64 finaliser), mapped into ±[0.37, 2.27] so no sample is 0, ±1 or an integer, and
+/// both signs are tried (so `|x|` and `x` differ, as they do for sympy without assumptions).
 fn sample(name: &str, t: u64) -> f64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for byte in name.bytes() {
@@ -651,7 +690,12 @@ fn sample(name: &str, t: u64) -> f64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
     z ^= z >> 31;
-    0.37 + 1.9 * ((z >> 11) as f64 / (1u64 << 53) as f64)
+    let mag = 0.37 + 1.9 * ((z >> 11) as f64 / (1u64 << 53) as f64);
+    if z & 1 == 1 {
+        -mag
+    } else {
+        mag
+    }
 }
 
 fn close(x: C, y: C) -> bool {
@@ -748,10 +792,9 @@ mod tests {
     fn samples_are_deterministic_and_spread() {
         assert_eq!(sample("x", 3), sample("x", 3));
         assert_ne!(sample("x", 0), sample("y", 0));
-        for t in 0..50 {
-            let v = sample("k", t);
-            assert!((0.37..=2.27).contains(&v));
-        }
+        let vals: Vec<f64> = (0..50).map(|t| sample("k", t)).collect();
+        assert!(vals.iter().all(|v| (0.37..=2.27).contains(&v.abs())));
+        assert!(vals.iter().any(|v| *v < 0.0) && vals.iter().any(|v| *v > 0.0));
     }
 
     #[test]
