@@ -312,7 +312,8 @@ fn strip_outer(s: &str) -> &str {
 
 /// Normalises one answer string; the result is what the parser reads.
 pub(crate) fn normalize(input: &str) -> String {
-    let mut s = strip_outer(input).to_string();
+    // Dollars left inside (`8$,$4` in OlympiadBench, `\$5`) are not math delimiters any more.
+    let mut s = strip_outer(input).replace("\\$", " ").replace('$', " ");
     for (from, to) in [
         ("−", "-"),
         ("–", "-"),
@@ -510,6 +511,7 @@ mod tests {
         assert_eq!(normalize("21\\text{ dogs}"), "21");
         assert_eq!(normalize("1.85\\ \\text{USD}"), "1.85");
         assert_eq!(normalize("\\approx 8.24"), "8.24");
+        assert_eq!(normalize("8$,$4").replace(' ', ""), "8,4");
     }
 
     #[test]

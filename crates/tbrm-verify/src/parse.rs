@@ -178,6 +178,14 @@ fn tokenize(s: &str, budget: &Budget) -> Result<Vec<Tok>, VerifyError> {
                 while i < b.len() && b[i].is_ascii_digit() {
                     i += 1;
                 }
+            } else if i < b.len()
+                && b[i] == b'.'
+                && !b
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
+            {
+                // `-1./3` (Fortran-style float in Minerva answers): the point ends the number.
+                i += 1;
             }
             if i - st > budget.limits.max_digits {
                 return Err(VerifyError::TooLarge(format!(
@@ -727,6 +735,11 @@ impl Parser<'_, '_> {
             }
             other => match func_by_name(other) {
                 Some(f) => self.function(f)?,
+                // Any other command names a quantity (`\hbar`, `\odot`, `\prime`): a symbol,
+                // so both sides must use the same one.
+                None if other.chars().all(|c| c.is_ascii_alphabetic()) => {
+                    Node::Sym(format!("\\{other}"))
+                }
                 None => return Err(self.err(format!("unknown command `\\{other}`"))),
             },
         })
@@ -1065,7 +1078,7 @@ mod tests {
     fn errors_not_panics() {
         assert!(matches!(perr("\\frac{1}{"), VerifyError::Parse { .. }));
         assert!(matches!(perr("(1,2"), VerifyError::Parse { .. }));
-        assert!(matches!(perr("\\foo{2}"), VerifyError::Parse { .. }));
+        assert!(matches!(perr("\\frac{2}"), VerifyError::Parse { .. }));
         assert!(matches!(perr("1+"), VerifyError::Parse { .. }));
         assert!(matches!(perr(&"(".repeat(5000)), VerifyError::TooDeep(_)));
         assert!(matches!(perr(&"9".repeat(5000)), VerifyError::TooLarge(_)));
