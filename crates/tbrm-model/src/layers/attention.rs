@@ -1,0 +1,105 @@
+//! Multi-head attention with grouped-query heads (Ainslie et al. 2023, GQA), as transformers'
+//! `LlamaAttention` / `Qwen2Attention` / `Qwen3Attention`: project, optionally RMSNorm each
+//! q/k head (Qwen3), rotate, append to the KV cache, then
+//! `scaled_dot_product_attention` with KV heads shared by groups of query heads.
+
+use tch::{nn, Tensor};
+
+use super::linear::Linear;
+use super::mask::AttnMask;
+use super::rms_norm::RmsNorm;
+use super::rope::apply_rotary;
+use crate::kv_cache::LayerKv;
+use crate::ModelConfig;
+
+pub(crate) struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    n_head: i64,
+    n_kv_head: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    pub fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+        let (h, hs) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let norm = |name: &str| {
+            cfg.qk_norm
+                .then(|| RmsNorm::new(&p / name, hs, cfg.rms_norm_eps))
+        };
+        Attention {
+            q_proj: Linear::new(&p / "q_proj", h, nh * hs, cfg.qkv_bias),
+            k_proj: Linear::new(&p / "k_proj", h, nkv * hs, cfg.qkv_bias),
+            v_proj: Linear::new(&p / "v_proj", h, nkv * hs, cfg.qkv_bias),
+            o_proj: Linear::new(&p / "o_proj", nh * hs, h, cfg.o_bias),
+            q_norm: norm("q_norm"),
+            k_norm: norm("k_norm"),
+            n_head: nh,
+            n_kv_head: nkv,
+            head_dim: hs,
+        }
+    }
+
+    /// x (B, T, C), cos/sin (B, 1, T, hs) -> (B, T, C)
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &AttnMask,
+        cache: Option<&mut LayerKv>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().expect("attention input must be (B, T, C)");
+        let hs = self.head_dim;
+        let heads = |y: Tensor, n: i64, norm: &Option<RmsNorm>| {
+            let y = y.view([b, t, n, hs]);
+            let y = match norm {
+                Some(norm) => norm.forward(&y),
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let q = heads(self.q_proj.forward(x), self.n_head, &self.q_norm); // (B, nh, T, hs)
+        let k = heads(self.k_proj.forward(x), self.n_kv_head, &self.k_norm); // (B, nkv, T, hs)
+        let v = heads(self.v_proj.forward(x), self.n_kv_head, &None); // (B, nkv, T, hs)
+        let q = apply_rotary(&q, cos, sin);
+        let k = apply_rotary(&k, cos, sin);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v), // (B, nkv, T_past + T, hs)
+            None => (k, v),
+        };
+        let gqa = self.n_kv_head != self.n_head;
+        let y = match mask {
+            AttnMask::None => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                gqa,
+            ),
+            AttnMask::Causal => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                true,
+                None,
+                gqa,
+            ),
+            AttnMask::Explicit(m) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, gqa)
+            }
+        }; // (B, nh, T, hs)
+        let y = y.transpose(1, 2).reshape([b, t, self.n_head * hs]);
+        self.o_proj.forward(&y)
+    }
+}

@@ -1,0 +1,96 @@
+//! The pre-norm decoder shared by Qwen2, Llama 3 and Qwen3 (transformers' `LlamaModel` shape):
+//! embed, then per layer x + attn(norm(x)) and x + mlp(norm(x)), then a final norm. Families
+//! differ only in `ModelConfig` flags (biases, q/k norm, head_dim, RoPE scaling).
+
+use tch::{nn, Tensor};
+
+use crate::kv_cache::KvCache;
+use crate::layers::attention::Attention;
+use crate::layers::mask::{position_ids, AttnMask};
+use crate::layers::mlp::Mlp;
+use crate::layers::rms_norm::RmsNorm;
+use crate::layers::rope::RotaryEmbedding;
+use crate::ModelConfig;
+
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        DecoderLayer {
+            input_layernorm: RmsNorm::new(&p / "input_layernorm", h, eps),
+            self_attn: Attention::new(&p / "self_attn", cfg),
+            post_attention_layernorm: RmsNorm::new(&p / "post_attention_layernorm", h, eps),
+            mlp: Mlp::new(&p / "mlp", cfg),
+        }
+    }
+
+    /// (B, T, C) -> (B, T, C)
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &AttnMask,
+        cache: Option<&mut crate::kv_cache::LayerKv>,
+    ) -> Tensor {
+        let x = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    }
+}
+
+/// `model.*` of a checkpoint: embeddings, layers, final norm.
+pub(crate) struct Decoder {
+    pub embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rope: RotaryEmbedding,
+}
+
+impl Decoder {
+    pub fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+        let layers_p = &p / "layers";
+        Decoder {
+            embed_tokens: (&p / "embed_tokens").zeros("weight", &[cfg.vocab_size, cfg.hidden_size]),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| DecoderLayer::new(&layers_p / i, cfg))
+                .collect(),
+            norm: RmsNorm::new(&p / "norm", cfg.hidden_size, cfg.rms_norm_eps),
+            rope: RotaryEmbedding::new(cfg, p.device()),
+        }
+    }
+
+    /// ids (B, T), mask (B, T_past + T) -> final-normed hidden states (B, T, C).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+        let (b, t) = ids.size2().expect("input ids must be (B, T)");
+        let past = cache.as_ref().map_or(0, |c| c.seq_len());
+        assert_eq!(
+            mask.size(),
+            [b, past + t],
+            "attention mask must be (B, T_past + T) = ({b}, {})",
+            past + t
+        );
+        if let Some(c) = &cache {
+            assert_eq!(
+                c.num_layers(),
+                self.layers.len(),
+                "KvCache built for another model"
+            );
+        }
+        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // (B, T, C)
+        let (cos, sin) = self.rope.cos_sin(&position_ids(mask, t), x.kind());
+        let attn_mask = AttnMask::new(mask, t);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(&x, &cos, &sin, &attn_mask, layer_cache);
+        }
+        self.norm.forward(&x)
+    }
+}
