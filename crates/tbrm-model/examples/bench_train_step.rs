@@ -95,9 +95,8 @@ fn main() {
     let median = times[times.len() / 2];
     let tokens = (batch * seq) as f64;
     println!(
-        "tbrm (tch {}): params {:.2}M, batch {batch} x seq {seq}, {threads} threads, {:?}: \
+        "tbrm (tch 0.26): params {:.2}M, batch {batch} x seq {seq}, {threads} threads, {:?}: \
          median step {:.3}s, {:.0} tokens/s (min step {:.3}s)",
-        "0.26",
         model.num_parameters() as f64 / 1e6,
         dtype,
         median,
