@@ -6,7 +6,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tbrm", version, about = "RL post-training of LLMs for reasoning with TBRM (Trajectory Bellman Residual Minimization)")]
+#[command(
+    name = "tbrm",
+    version,
+    about = "RL post-training of LLMs for reasoning with TBRM (Trajectory Bellman Residual Minimization)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

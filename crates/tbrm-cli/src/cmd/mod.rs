@@ -18,3 +18,82 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// `--device`: `auto` (CUDA device 0 when available, else CPU), `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
+    let cuda = |i: usize| -> anyhow::Result<tch::Device> {
+        if !tch::Cuda::is_available() {
+            anyhow::bail!("--device {s}: CUDA is not available on this machine");
+        }
+        let n = tch::Cuda::device_count() as usize;
+        if i >= n {
+            anyhow::bail!("--device {s}: only {n} CUDA device(s) present");
+        }
+        Ok(tch::Device::Cuda(i))
+    };
+    match s {
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => cuda(i),
+            _ => anyhow::bail!("--device: expected auto, cpu, cuda or cuda:N, got {s:?}"),
+        },
+    }
+}
+
+/// `--dtype`: `f32`, `bf16`, `f16`, or `auto` (bf16 on CUDA, f32 on CPU).
+pub fn parse_dtype(s: &str, device: tch::Device) -> anyhow::Result<tch::Kind> {
+    match s {
+        "auto" if device.is_cuda() => Ok(tch::Kind::BFloat16),
+        "auto" | "f32" | "float32" => Ok(tch::Kind::Float),
+        "bf16" | "bfloat16" => Ok(tch::Kind::BFloat16),
+        "f16" | "float16" | "half" => Ok(tch::Kind::Half),
+        _ => anyhow::bail!("--dtype: expected auto, f32, bf16 or f16, got {s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_and_dtype_flags_parse_or_name_the_flag() {
+        assert_eq!(parse_device("cpu").unwrap(), tch::Device::Cpu);
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("--device"));
+        assert!(parse_device("cuda:x")
+            .unwrap_err()
+            .to_string()
+            .contains("--device"));
+        if !tch::Cuda::is_available() {
+            assert_eq!(parse_device("auto").unwrap(), tch::Device::Cpu);
+            assert!(parse_device("cuda:0")
+                .unwrap_err()
+                .to_string()
+                .contains("not available"));
+        }
+        assert_eq!(
+            parse_dtype("auto", tch::Device::Cpu).unwrap(),
+            tch::Kind::Float
+        );
+        assert_eq!(
+            parse_dtype("auto", tch::Device::Cuda(0)).unwrap(),
+            tch::Kind::BFloat16
+        );
+        assert_eq!(
+            parse_dtype("bf16", tch::Device::Cpu).unwrap(),
+            tch::Kind::BFloat16
+        );
+        assert_eq!(
+            parse_dtype("f16", tch::Device::Cpu).unwrap(),
+            tch::Kind::Half
+        );
+        assert!(parse_dtype("int8", tch::Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("--dtype"));
+    }
+}
