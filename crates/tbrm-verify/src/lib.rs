@@ -138,9 +138,44 @@ impl MathReward {
     }
 }
 
+/// The answer of a response written in the GSM8K / built-in-task convention (`... #### 18`,
+/// `...;#18`): the text after the last unescaped `#`, when the response has no `\boxed{}`
+/// (which wins); otherwise the response unchanged. [`verify`] does not apply this itself
+/// (Math-Verify does not), the math reward and `tbrm eval`'s judge do, so a model trained on
+/// `#`-marked answers is scored the same way in training and evaluation.
+pub fn hash_marked_answer(response: &str) -> &str {
+    if response.contains("\\boxed") {
+        return response;
+    }
+    match response.rfind('#') {
+        Some(i) if !response[..i].ends_with('\\') => match response[i + 1..].trim() {
+            "" => response,
+            tail => tail,
+        },
+        _ => response,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_marker_answers() {
+        assert_eq!(hash_marked_answer("7*3=21;21-3=18;#18"), "18");
+        assert_eq!(hash_marked_answer("so she pays 72.\n#### 72"), "72");
+        assert_eq!(
+            hash_marked_answer("count \\# of ways is 4"),
+            "count \\# of ways is 4"
+        );
+        assert_eq!(
+            hash_marked_answer("#1 then \\boxed{3}"),
+            "#1 then \\boxed{3}"
+        );
+        assert_eq!(hash_marked_answer("ends with #"), "ends with #");
+        assert!(verify("18", hash_marked_answer("7*3=21;21-3=18;#18")).correct);
+        assert!(!verify("18", hash_marked_answer("7*3=21;21-3=17;#17")).correct);
+    }
 
     #[test]
     fn reward_values_follow_outcome() {

@@ -1,8 +1,238 @@
-//! `tbrm train` (placeholder until its issue lands).
+//! `tbrm train`: RL fine-tuning with TBRM, GRPO or PPO. With no arguments it runs the built-in
+//! default (TBRM on the arithmetic task from the committed warm start, on the CPU) and prints
+//! held-out accuracy before and after. Settings: `--config FILE`, `--set key=value`, flags
+//! (see `settings.rs`). Ctrl-C stops after the current phase, saves a checkpoint and prints
+//! how to resume; a second Ctrl-C aborts at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use tbrm_train::config::DeviceChoice;
+use tbrm_train::run_dir::default_run_dir;
+use tbrm_train::{StepMetrics, TaskData, TrainObserver, Trainer};
+
+use crate::settings::{self, TrainFlags};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML config (default: the built-in configs/default.toml, or configs/math.toml when
+    /// --data is a file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set optim.lr=1e-5` (repeatable; applied after --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// tbrm, grpo or ppo.
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// Hugging Face model folder of the initial policy (also the frozen reference).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Responses sampled per prompt (the paper's n).
+    #[arg(long)]
+    rollouts_per_prompt: Option<usize>,
+    /// Training steps (with --resume: the new total).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Training problems: a JSONL/JSON/Parquet file (math reward) or `builtin:arith`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Seed of data order, sampling and initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Held-out problems (JSONL/JSON/Parquet) for the accuracy before/after and during training
+    /// (`data.held_out`; the first `data.held_out_size` rows). The built-in task has its own.
+    #[arg(long, value_name = "FILE")]
+    held_out: Option<String>,
+    /// Run folder (default: a new folder under runs/).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Intra-op CPU threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tbrm train` is not built yet")
+/// Progress bar with the key numbers of the last step.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("static template"),
+        );
+        Progress { bar }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn on_start(&mut self, start_step: u64, total_steps: u64) {
+        self.bar.set_length(total_steps);
+        self.bar.set_position(start_step);
+        self.bar.reset_eta();
+    }
+
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.bar.set_position(m.step);
+        self.bar.set_message(format!(
+            "reward {:.3}  loss {:.4}  kl {:.4}  len {:.0}  {:.2} s/step{}",
+            m.reward_mean,
+            m.loss,
+            m.kl,
+            m.response_len,
+            m.step_s,
+            if m.skipped {
+                "  (skipped: non-finite)"
+            } else {
+                ""
+            }
+        ));
+    }
+
+    fn on_eval(&mut self, step: u64, accuracy: f64) {
+        self.bar
+            .println(format!("step {step}: held-out accuracy {accuracy:.3}"));
+    }
+
+    fn on_checkpoint(&mut self, step: u64, path: &Path) {
+        tracing::debug!("checkpoint step {step}: {}", path.display());
+    }
+
+    fn on_message(&mut self, message: &str) {
+        self.bar.println(message);
+    }
+}
+
+fn flags(args: &Args) -> TrainFlags {
+    TrainFlags {
+        config: args.config.clone(),
+        set: args.set.clone(),
+        algorithm: args.algorithm.clone(),
+        model: args.model.clone(),
+        rollouts_per_prompt: args.rollouts_per_prompt,
+        steps: args.steps,
+        device: args.device.clone(),
+        data: args.data.clone(),
+        seed: args.seed,
+        held_out: args.held_out.clone(),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: aborting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: stopping after the current phase and saving a checkpoint (Ctrl-C again aborts)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let started = Instant::now();
+    let mut trainer = match &args.resume {
+        Some(dir) => {
+            let refused = [
+                ("--config", args.config.is_some()),
+                ("--set", !args.set.is_empty()),
+                ("--algorithm", args.algorithm.is_some()),
+                ("--model", args.model.is_some()),
+                ("--rollouts-per-prompt", args.rollouts_per_prompt.is_some()),
+                ("--data", args.data.is_some()),
+                ("--seed", args.seed.is_some()),
+                ("--held-out", args.held_out.is_some()),
+                ("--output", args.output.is_some()),
+            ];
+            if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
+                bail!(
+                    "{flag} cannot be combined with --resume: a resumed run keeps its saved config.toml \
+                     (only --steps and --device may change)"
+                );
+            }
+            let device = match &args.device {
+                Some(d) => Some(
+                    d.parse::<DeviceChoice>()
+                        .map_err(anyhow::Error::msg)
+                        .context("--device")?,
+                ),
+                None => None,
+            };
+            let steps = args.steps;
+            Trainer::resume(
+                dir,
+                |cfg| {
+                    if let Some(s) = steps {
+                        cfg.train.steps = s;
+                    }
+                    if let Some(d) = device {
+                        cfg.model.device = d;
+                    }
+                },
+                None,
+            )
+            .with_context(|| format!("resuming {}", dir.display()))?
+        }
+        None => {
+            let cfg = settings::resolve(&flags(&args))?;
+            let output = args
+                .output
+                .clone()
+                .unwrap_or_else(|| default_run_dir(Path::new("runs"), cfg.algorithm.name.as_str()));
+            let task = TaskData::from_config(&cfg).context("loading the training data")?;
+            Trainer::new(cfg, &output, task)?
+        }
+    };
+    let run_dir = trainer.run_dir().to_path_buf();
+    eprintln!(
+        "run folder {} ({}, {} held-out problems, {:.1} s to set up)",
+        run_dir.display(),
+        trainer.config().algorithm.name.as_str(),
+        trainer.held_out_len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut progress = Progress::new();
+    let outcome = trainer.run(&stop, &mut progress);
+    progress.bar.finish_and_clear();
+    let outcome = outcome?;
+    let s = &outcome.summary;
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{a:.3}"));
+    println!(
+        "held-out accuracy: before {} -> after {} ({} problems, {} steps, {:.1} s)",
+        fmt(s.eval_before),
+        fmt(s.eval_after),
+        s.held_out_problems,
+        s.steps,
+        s.wall_seconds
+    );
+    println!("run folder: {}", run_dir.display());
+    if s.interrupted {
+        println!(
+            "interrupted at step {}; continue with: tbrm train --resume {}",
+            s.steps,
+            run_dir.display()
+        );
+        std::process::exit(130);
+    }
+    Ok(())
 }

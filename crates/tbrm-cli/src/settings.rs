@@ -1,0 +1,245 @@
+//! Settings for `tbrm train`: one precedence, resolved in one place (astral-sh/uv's
+//! `settings.rs` shape): the config file (or the embedded default), then `--set key=value`
+//! overrides applied to the TOML tree, then the named flags. The result is deserialised into
+//! tbrm-train's `TrainConfig`, whose errors name the key; this file adds the file name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tbrm_train::config::{Algorithm, DeviceChoice};
+use tbrm_train::TrainConfig;
+
+/// The built-in default (`tbrm train` with no arguments).
+pub const DEFAULT_TOML: &str = include_str!("../../../configs/default.toml");
+/// The paper's math settings (`tbrm train --model DIR --data FILE` without `--config`).
+pub const MATH_TOML: &str = include_str!("../../../configs/math.toml");
+
+/// The flags that map onto config keys.
+#[derive(Debug, Default, Clone)]
+pub struct TrainFlags {
+    pub config: Option<PathBuf>,
+    pub set: Vec<String>,
+    pub algorithm: Option<String>,
+    pub model: Option<PathBuf>,
+    pub rollouts_per_prompt: Option<usize>,
+    pub steps: Option<u64>,
+    pub device: Option<String>,
+    pub data: Option<String>,
+    pub seed: Option<u64>,
+    pub held_out: Option<String>,
+}
+
+/// Applies one `--set key.sub=value` to a TOML tree. The value is read as a TOML value
+/// (`0.1`, `true`, `"text"`, `[1, 2]`); anything that is not one is taken as a string, so
+/// `--set data.template=qwen_math` works without quotes.
+pub fn apply_set(tree: &mut toml::Table, assignment: &str) -> anyhow::Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment:?}: expected KEY=VALUE, e.g. optim.lr=1e-5"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {assignment:?}: bad key {key:?}");
+    }
+    let value = parse_value(raw.trim());
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut table = tree;
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!(
+                "--set {assignment:?}: `{}` is a value, not a section",
+                parts[..=i].join(".")
+            ),
+        };
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Reads the base config text: `--config FILE`, else the embedded math config when `--data`
+/// names a file, else the embedded built-in default. Returns (text, where it came from).
+fn base_text(flags: &TrainFlags) -> anyhow::Result<(String, String)> {
+    if let Some(path) = &flags.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        return Ok((text, path.display().to_string()));
+    }
+    match &flags.data {
+        Some(d) if !d.starts_with("builtin:") => {
+            Ok((MATH_TOML.to_string(), "configs/math.toml (built in)".into()))
+        }
+        _ => Ok((
+            DEFAULT_TOML.to_string(),
+            "configs/default.toml (built in)".into(),
+        )),
+    }
+}
+
+/// Resolves flags into a validated `TrainConfig`.
+pub fn resolve(flags: &TrainFlags) -> anyhow::Result<TrainConfig> {
+    let (text, origin) = base_text(flags)?;
+    let mut tree: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{origin}: not valid TOML"))?;
+    for s in &flags.set {
+        apply_set(&mut tree, s)?;
+    }
+    let mut cfg = TrainConfig::from_toml_value(toml::Value::Table(tree)).with_context(|| {
+        if flags.set.is_empty() {
+            origin.clone()
+        } else {
+            format!("{origin} with --set overrides")
+        }
+    })?;
+    apply_flags(&mut cfg, flags)?;
+    let default_model = Path::new(tbrm_train::builtin::DEFAULT_MODEL_DIR);
+    if cfg.model.path == default_model && !default_model.is_dir() {
+        // Run from outside the repository: use the checkout this binary was built from.
+        let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(default_model);
+        if built_from.is_dir() {
+            cfg.model.path = built_from;
+        }
+    }
+    if !cfg.data.train.starts_with("builtin:")
+        && flags.model.is_none()
+        && cfg
+            .model
+            .path
+            .ends_with(tbrm_train::builtin::DEFAULT_MODEL_DIR)
+    {
+        bail!(
+            "training on {} needs a model that can read it: pass --model DIR (a Hugging Face model folder)",
+            cfg.data.train
+        );
+    }
+    cfg.validate()
+        .with_context(|| format!("invalid configuration (from {origin} and flags)"))?;
+    Ok(cfg)
+}
+
+/// The named flags, applied over the config.
+pub fn apply_flags(cfg: &mut TrainConfig, flags: &TrainFlags) -> anyhow::Result<()> {
+    if let Some(a) = &flags.algorithm {
+        cfg.algorithm.name = a.parse::<Algorithm>().context("--algorithm")?;
+    }
+    if let Some(m) = &flags.model {
+        cfg.model.path = m.clone();
+    }
+    if let Some(n) = flags.rollouts_per_prompt {
+        cfg.rollout.n = n;
+    }
+    if let Some(s) = flags.steps {
+        cfg.train.steps = s;
+    }
+    if let Some(d) = &flags.device {
+        cfg.model.device = d
+            .parse::<DeviceChoice>()
+            .map_err(anyhow::Error::msg)
+            .context("--device")?;
+    }
+    if let Some(d) = &flags.data {
+        cfg.data.train = d.clone();
+    }
+    if let Some(s) = flags.seed {
+        cfg.train.seed = s;
+    }
+    if let Some(h) = &flags.held_out {
+        cfg.data.held_out = Some(h.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_configs_are_valid() {
+        let cfg = resolve(&TrainFlags::default()).unwrap();
+        assert_eq!(cfg.data.train, "builtin:arith");
+        let math = TrainConfig::from_toml_str(MATH_TOML).unwrap();
+        assert_eq!(math.algorithm.beta, 0.002);
+        assert_eq!(math.optim.lr, 2.5e-6);
+    }
+
+    #[test]
+    fn set_overrides_then_flags_win() {
+        let flags = TrainFlags {
+            set: vec![
+                "optim.lr=0.5".into(),
+                "rollout.n=3".into(),
+                "data.template=chat".into(),
+            ],
+            rollouts_per_prompt: Some(2),
+            algorithm: Some("grpo".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&flags).unwrap();
+        assert_eq!(cfg.optim.lr, 0.5);
+        assert_eq!(cfg.rollout.n, 2);
+        assert_eq!(cfg.algorithm.name, Algorithm::Grpo);
+        assert_eq!(String::from(cfg.data.template.clone()), "chat");
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_origin() {
+        let flags = TrainFlags {
+            set: vec!["optim.learning_rate=1".into()],
+            ..Default::default()
+        };
+        let err = format!("{:#}", resolve(&flags).unwrap_err());
+        assert!(
+            err.contains("optim.learning_rate") && err.contains("configs/default.toml"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("my.toml");
+        std::fs::write(&file, "[rollout]\nn = 4\ntemprature = 0.5\n").unwrap();
+        let flags = TrainFlags {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", resolve(&flags).unwrap_err());
+        assert!(
+            err.contains("rollout.temprature") && err.contains("my.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_and_bad_set_syntax_are_errors() {
+        let bad = |s: &str| {
+            let flags = TrainFlags {
+                set: vec![s.into()],
+                ..Default::default()
+            };
+            format!("{:#}", resolve(&flags).unwrap_err())
+        };
+        assert!(bad("algorithm.beta=-1").contains("algorithm.beta"));
+        assert!(bad("optim.lr=fast").contains("optim.lr"));
+        assert!(bad("no_equals_sign").contains("KEY=VALUE"));
+        assert!(bad("model.path.x=1").contains("not a section"));
+        let flags = TrainFlags {
+            algorithm: Some("dpo".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", resolve(&flags).unwrap_err()).contains("dpo"));
+        let flags = TrainFlags {
+            data: Some("problems.jsonl".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", resolve(&flags).unwrap_err()).contains("--model"));
+    }
+}

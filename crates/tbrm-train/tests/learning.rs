@@ -1,0 +1,77 @@
+//! Learning tests (issue 3): TBRM, GRPO and PPO each raise held-out accuracy on the built-in
+//! arithmetic task, starting from the committed warm start `assets/tiny-arith`. Seeded and
+//! short (60 steps of 64 trajectories, about a minute each on two CPU cores); the held-out
+//! problems are never trained on (the task splits prompts by hash). Measured gains at 60 steps
+//! (0.245 before): TBRM +0.11, GRPO n=4 +0.095, PPO +0.10; the bar is +0.05.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use tbrm_train::config::Algorithm;
+use tbrm_train::metrics::RecordingObserver;
+use tbrm_train::{TaskData, TrainConfig, Trainer};
+
+fn default_config() -> TrainConfig {
+    let text = include_str!("../../../configs/default.toml");
+    let mut cfg = TrainConfig::from_toml_str(text).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-arith");
+    assert!(
+        model.join("model.safetensors").is_file(),
+        "the warm-start checkpoint {} is missing (regenerate it with the recipe in its README)",
+        model.display()
+    );
+    cfg.model.path = model;
+    cfg.train.steps = 60;
+    cfg.train.eval_every = 0;
+    cfg.train.save_every = 0;
+    cfg
+}
+
+/// Trains with `algorithm` for the given steps and returns (eval_before, eval_after).
+fn learn(cfg: TrainConfig) -> (f64, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = TaskData::from_config(&cfg).unwrap();
+    let mut t = Trainer::new(cfg, &tmp.path().join("run"), task).unwrap();
+    let out = t
+        .run(&AtomicBool::new(false), &mut RecordingObserver::default())
+        .unwrap();
+    (
+        out.summary.eval_before.unwrap(),
+        out.summary.eval_after.unwrap(),
+    )
+}
+
+fn check(name: &str, before: f64, after: f64, min_gain: f64) {
+    eprintln!("{name}: held-out accuracy {before:.3} -> {after:.3}");
+    assert!(
+        after >= before + min_gain,
+        "{name} did not learn: held-out accuracy {before:.3} -> {after:.3} (wanted +{min_gain})"
+    );
+}
+
+#[test]
+fn tbrm_raises_held_out_accuracy() {
+    let cfg = default_config();
+    let (b, a) = learn(cfg);
+    check("tbrm", b, a, 0.05);
+}
+
+#[test]
+fn grpo_raises_held_out_accuracy() {
+    let mut cfg = default_config();
+    cfg.algorithm.name = Algorithm::Grpo;
+    // GRPO needs a group: 16 prompts x 4 rollouts keeps the 64 trajectories per step.
+    cfg.rollout.n = 4;
+    cfg.rollout.prompt_batch = 16;
+    let (b, a) = learn(cfg);
+    check("grpo", b, a, 0.05);
+}
+
+#[test]
+fn ppo_raises_held_out_accuracy() {
+    let mut cfg = default_config();
+    cfg.algorithm.name = Algorithm::Ppo;
+    cfg.rollout.n = 1;
+    let (b, a) = learn(cfg);
+    check("ppo", b, a, 0.05);
+}
