@@ -12,9 +12,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde_json::json;
-use tbrm_model::{generate, CausalLm, ModelConfig, ModelType, SamplingParams, Tokenizer};
+use tbrm_model::{generate, CausalLm, ModelConfig, ModelType, SamplingParams};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor};
 
@@ -135,13 +134,9 @@ fn setup(common: &Common) -> anyhow::Result<(tch::Device, Kind)> {
 }
 
 fn bench_generate(a: GenArgs) -> anyhow::Result<()> {
-    let (device, dtype) = setup(&a.common)?;
-    let mut tok = Tokenizer::load(&a.model)
-        .with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
+    let (mut tok, model) = super::load_model(&a.model, &a.common.device, &a.common.dtype)?;
     // Every row runs the full length, as transformers' generate does with eos_token_id=None.
     tok.set_eos_token_ids(Vec::new());
-    let model = CausalLm::load(&a.model, device, dtype)
-        .with_context(|| format!("loading the model {}", a.model.display()))?;
     let vocab = model.config().vocab_size as usize;
     anyhow::ensure!(vocab > 3, "vocab_size too small for the benchmark prompts");
     let prompts: Vec<Vec<u32>> = (0..a.batch)
@@ -165,7 +160,7 @@ fn bench_generate(a: GenArgs) -> anyhow::Result<()> {
         "impl": "tbrm",
         "batch": a.batch, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens,
         "threads": tch::get_num_threads(),
-        "device": format!("{device:?}"), "dtype": format!("{dtype:?}"),
+        "device": format!("{:?}", model.device()), "dtype": format!("{:?}", model.dtype()),
         "params": model.num_parameters(),
         "new_tokens_total": produced,
         "seconds": secs, "median_seconds": med,

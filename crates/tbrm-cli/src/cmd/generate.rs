@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use tbrm_model::{generate, CausalLm, ChatMessage, SamplingParams, Tokenizer};
+use tbrm_model::{generate, ChatMessage, SamplingParams};
 
-use super::{parse_device, parse_dtype};
+use super::load_model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,12 +55,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype, device)?;
-    let tok = Tokenizer::load(&args.model)
-        .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    let model = CausalLm::load(&args.model, device, dtype)
-        .with_context(|| format!("loading the model {}", args.model.display()))?;
+    let (tok, model) = load_model(&args.model, &args.device, &args.dtype)?;
     let prompt_ids = if args.chat {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
@@ -93,9 +88,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let n_tokens: usize = gens.iter().map(|g| g.response_ids.len()).sum();
     tracing::info!(
-        "{} sample(s), {n_tokens} new tokens in {secs:.2}s ({:.1} tokens/s) on {device:?} {dtype:?}",
+        "{} sample(s), {n_tokens} new tokens in {secs:.2}s ({:.1} tokens/s) on {:?} {:?}",
         gens.len(),
-        n_tokens as f64 / secs.max(1e-9)
+        n_tokens as f64 / secs.max(1e-9),
+        model.device(),
+        model.dtype()
     );
     for g in &gens {
         if args.json {

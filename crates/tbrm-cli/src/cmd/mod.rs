@@ -53,6 +53,23 @@ pub fn parse_dtype(s: &str, device: tch::Device) -> anyhow::Result<tch::Kind> {
     }
 }
 
+/// The tokenizer and model of an HF folder on the `--device`/`--dtype` given as flag strings,
+/// with errors that name the folder.
+pub fn load_model(
+    dir: &std::path::Path,
+    device: &str,
+    dtype: &str,
+) -> anyhow::Result<(tbrm_model::Tokenizer, tbrm_model::CausalLm)> {
+    use anyhow::Context;
+    let device = parse_device(device)?;
+    let dtype = parse_dtype(dtype, device)?;
+    let tok = tbrm_model::Tokenizer::load(dir)
+        .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    let model = tbrm_model::CausalLm::load(dir, device, dtype)
+        .with_context(|| format!("loading the model {}", dir.display()))?;
+    Ok((tok, model))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
-use tbrm_model::{score_responses, CausalLm, PackedBatch, Tokenizer};
+use tbrm_model::{score_responses, PackedBatch, Tokenizer};
 
-use super::{parse_device, parse_dtype};
+use super::load_model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -125,12 +125,7 @@ fn read_rows(path: &Path, tok: &Tokenizer, vocab: i64) -> anyhow::Result<Vec<Row
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype, device)?;
-    let tok = Tokenizer::load(&args.model)
-        .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    let model = CausalLm::load(&args.model, device, dtype)
-        .with_context(|| format!("loading the model {}", args.model.display()))?;
+    let (tok, model) = load_model(&args.model, &args.device, &args.dtype)?;
     let rows = read_rows(&args.input, &tok, model.config().vocab_size)?;
     let out = std::fs::File::create(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
@@ -141,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|r| (r.prompt.as_slice(), r.response.as_slice()))
             .collect();
-        let batch = PackedBatch::new(&pairs, tok.pad_token_id(), device);
+        let batch = PackedBatch::new(&pairs, tok.pad_token_id(), model.device());
         let scores = score_responses(&model, &batch);
         let lps: Vec<Vec<f32>> = Vec::try_from(scores.token_logprobs.to_device(tch::Device::Cpu))?;
         let firsts: Vec<f32> = Vec::try_from(scores.first_logit.to_device(tch::Device::Cpu))?;

@@ -65,22 +65,11 @@ pub struct Args {
     log_every: usize,
 }
 
-fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(tch::Device::Cuda(i)),
-            _ => bail!("--device: expected cpu, cuda or cuda:N, got {s:?}"),
-        },
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
     }
-    let device = parse_device(&args.device)?;
+    let device = super::parse_device(&args.device)?;
     if args.data.is_none() && args.task.is_none() {
         bail!("nothing to train on: pass --task arith or --data FILE.jsonl");
     }
