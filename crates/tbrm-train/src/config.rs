@@ -363,6 +363,9 @@ pub struct TrainSection {
     pub samples_per_step: usize,
     /// Stop after this many steps skipped for a non-finite loss or gradient.
     pub max_nonfinite_steps: u64,
+    /// Append every sampled trajectory (ids, behaviour log-probs, reward) to `rollouts.jsonl`
+    /// in the run folder: an offline file another run can learn from (`sources.offline_file`).
+    pub save_rollouts: bool,
 }
 
 impl Default for TrainSection {
@@ -375,6 +378,7 @@ impl Default for TrainSection {
             eval_every: 0,
             samples_per_step: 2,
             max_nonfinite_steps: 5,
+            save_rollouts: false,
         }
     }
 }

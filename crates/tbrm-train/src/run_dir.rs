@@ -113,6 +113,10 @@ impl RunDir {
     pub fn samples_path(&self) -> PathBuf {
         self.root.join("samples.jsonl")
     }
+    /// Sampled trajectories, when `train.save_rollouts` is on (tbrm-data trajectory lines).
+    pub fn rollouts_path(&self) -> PathBuf {
+        self.root.join("rollouts.jsonl")
+    }
     pub fn summary_path(&self) -> PathBuf {
         self.root.join("summary.json")
     }
@@ -149,28 +153,32 @@ impl RunDir {
     /// `step` (a resumed run redoes the later ones). A torn last line (crash mid-write) is
     /// dropped too.
     pub fn truncate_logs(&self, step: u64) -> Result<(), RunDirError> {
+        let field = |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_u64());
         for path in [self.metrics_path(), self.samples_path()] {
-            if !path.is_file() {
-                continue;
-            }
-            let text = fs::read_to_string(&path).map_err(io(&path))?;
-            let kept: String = text
-                .lines()
-                .filter(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                        .is_some_and(|s| s <= step)
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            tbrm_data::write_atomic(&path, kept.as_bytes()).map_err(|e| RunDirError::Invalid {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            keep_lines(&path, |v| field(v, "step").is_some_and(|s| s <= step))?;
         }
-        Ok(())
+        // Rollouts sampled during steps 1..=step came from weights of at most step - 1 updates.
+        keep_lines(&self.rollouts_path(), |v| {
+            field(v, "policy_step").is_some_and(|s| s < step)
+        })
     }
+}
+
+/// Rewrites a JSONL file (when it exists) keeping the lines that parse and satisfy `keep`.
+fn keep_lines(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> Result<(), RunDirError> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| keep(&v)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tbrm_data::write_atomic(path, kept.as_bytes()).map_err(|e| RunDirError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// `runs/<UTC date>-<time>-<algorithm>`, the default `--output`.

@@ -880,6 +880,12 @@ impl Trainer {
 
         // Commit.
         self.sampler = sampler;
+        if self.cfg.train.save_rollouts {
+            let path = self.run.rollouts_path();
+            for t in fresh.iter().flatten() {
+                self.run.append_line(&path, t)?;
+            }
+        }
         self.pending.extend(fresh);
         let consumed = self.pending.pop_front();
         if let (Some(r), Some(c)) = (self.replay.as_mut(), consumed) {

@@ -75,6 +75,25 @@ fn uninterrupted_and_resumed(cfg: TrainConfig, stop_after: u64, tag: &str) {
             .collect()
     };
     assert_eq!(rewards(&full_dir), rewards(&cut_dir));
+    if cfg.train.save_rollouts {
+        // The saved rollouts are the same trajectories, none lost or written twice.
+        let a = std::fs::read_to_string(full_dir.join("rollouts.jsonl")).unwrap();
+        let b = std::fs::read_to_string(cut_dir.join("rollouts.jsonl")).unwrap();
+        assert!(!a.is_empty());
+        assert!(a == b, "{tag}: rollouts.jsonl differs after the resume");
+        let lines = jsonl(&full_dir.join("rollouts.jsonl"));
+        // Sampled at every step, by the weights of that step.
+        let policy_steps: std::collections::BTreeSet<u64> = lines
+            .iter()
+            .map(|v| v["policy_step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            policy_steps.into_iter().collect::<Vec<_>>(),
+            (0..cfg.train.steps).collect::<Vec<_>>()
+        );
+        // And it is a valid offline file.
+        tbrm_data::read_trajectories(&full_dir.join("rollouts.jsonl")).unwrap();
+    }
 }
 
 #[test]
@@ -88,6 +107,7 @@ fn tbrm_with_replay_offline_and_async_resumes_bit_identically() {
     cfg.sources.async_staleness = 1;
     cfg.sources.offline_file = Some(offline_file(tmp.path()));
     cfg.sources.offline_fraction = 0.25;
+    cfg.train.save_rollouts = true;
     uninterrupted_and_resumed(cfg, 2, "tbrm");
 }
 
