@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{read_jsonl, tiny_model};
 use serde_json::Value;
 
 /// (problem, answer) pairs of the built-in arithmetic task's format (`tbrm_train::task::arith`).
@@ -22,23 +25,6 @@ const PROBLEMS: [(&str, &str); 10] = [
     ("9-2*4=", "1"),
     ("1+8-3*2=", "3"),
 ];
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn tiny_model() -> PathBuf {
-    let dir = workspace_root().join("assets/tiny-arith");
-    assert!(
-        dir.join("config.json").is_file(),
-        "the built-in tiny model is missing: {} (made by `tbrm sft`, see its README)",
-        dir.display()
-    );
-    dir
-}
 
 fn write_benchmark(dir: &Path) {
     let text: String = PROBLEMS
@@ -70,14 +56,6 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// pass@k = 1 - C(n-c,k)/C(n,k), written out for the check (small n).
 fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
     let binom = |n: usize, k: usize| -> f64 {
@@ -101,7 +79,7 @@ fn check_outputs(out_dir: &Path, samples: usize) -> Vec<usize> {
     let avg = r["avg_at_k"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&avg), "avg@k {avg}");
 
-    let rows = read_lines(&out_dir.join("samples-arith10.jsonl"));
+    let rows = read_jsonl(&out_dir.join("samples-arith10.jsonl"));
     assert_eq!(rows.len(), 10 * samples);
     let mut correct = vec![0usize; 10];
     for (k, row) in rows.iter().enumerate() {

@@ -6,24 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{read_jsonl, tiny_model, workspace_root};
 use serde_json::Value;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn tiny_model() -> PathBuf {
-    let dir = workspace_root().join("assets/tiny-arith");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "the built-in tiny model is missing: {} (made by `tbrm sft`, see its README)",
-        dir.display()
-    );
-    dir
-}
 
 fn tbrm_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tbrm"))
@@ -48,14 +34,6 @@ fn ok(out: &Output) -> String {
 fn failed(out: &Output) -> String {
     assert!(!out.status.success(), "tbrm train should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn summary(run: &Path) -> Value {
@@ -89,7 +67,7 @@ fn builtin_run_writes_a_complete_run_folder() {
     }
     assert!(s["wall_seconds"].as_f64().unwrap() > 0.0);
 
-    let metrics = jsonl(&run.join("metrics.jsonl"));
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
     assert_eq!(metrics.len(), 3);
     for (i, m) in metrics.iter().enumerate() {
         assert_eq!(m["step"], i as u64 + 1);
@@ -108,7 +86,7 @@ fn builtin_run_writes_a_complete_run_folder() {
             assert!(m[key].is_number(), "step {}: no {key} in {m}", i + 1);
         }
     }
-    let samples = jsonl(&run.join("samples.jsonl"));
+    let samples = read_jsonl(&run.join("samples.jsonl"));
     assert!(!samples.is_empty());
     assert!(samples[0]["prompt"].as_str().unwrap().ends_with('='));
 
@@ -185,7 +163,7 @@ fn dataset_file_uses_the_math_verifier_reward() {
     ]));
     let cfg = fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("beta = 0.002"), "math config's beta:\n{cfg}");
-    let metrics = jsonl(&run.join("metrics.jsonl"));
+    let metrics = read_jsonl(&run.join("metrics.jsonl"));
     let rewarded: f64 = metrics
         .iter()
         .map(|m| m["reward_mean"].as_f64().unwrap())

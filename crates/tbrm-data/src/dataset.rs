@@ -420,6 +420,7 @@ fn parse_row(
 }
 
 /// Benchmarks and training sets known by name; each is `<data_dir>/<name>.jsonl` or `.parquet`.
+/// The first six are the paper's Table 1, in its column order (tbrm-eval relies on that).
 pub const BENCHMARKS: [&str; 9] = [
     "aime24",
     "aime25",
