@@ -176,7 +176,7 @@ impl CausalLm {
     /// (.., C) -> (.., V) logits in the model dtype; callers upcast to f32 before log-softmax.
     /// Public so callers can apply it to chunks of time steps and never hold (B, T, V) in f32.
     pub fn lm_head(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear(&self.lm_head, None::<Tensor>)
+        crate::layers::linear::linear(hidden, &self.lm_head, None)
     }
 
     /// ids (B, T), mask (B, T_past + T) -> logits (B, T, V) in float32.

@@ -204,7 +204,10 @@ fn generate_inner(
 
     let p = ids.size()[1];
     let hidden = model.hidden_states(&ids, &mask, Some(&mut cache));
-    let mut logits = model.lm_head(&hidden.select(1, p - 1)).to_kind(Kind::Float); // (B, V)
+    let mut logits = model
+        .lm_head(&hidden.select(1, p - 1))
+        .to_kind(Kind::Float)
+        .contiguous(); // (B, V)
 
     if params.max_new_tokens == 0 {
         for r in &mut rows {
@@ -221,7 +224,7 @@ fn generate_inner(
                 .filter(|r| r.finish.is_none())
                 .map(|r| &mut r.rng)
                 .collect();
-            sample(&logits, params, &mut rngs)
+            sample(&logits, &logp, params, &mut rngs)
         };
         let chosen_lp = logp.gather(1, &next.unsqueeze(1), false).squeeze_dim(1);
         let next_v: Vec<i64> = Vec::try_from(&next).map_err(ModelError::from)?;
@@ -263,9 +266,13 @@ fn generate_inner(
         }
         let b = active.len() as i64;
         mask = Tensor::cat(&[&mask, &Tensor::ones([b, 1], (Kind::Int64, device))], 1);
+        // Contiguous: the decode step's lm_head is a transposed view on CPU (see
+        // `layers::linear`), and the softmax/cumsum passes over the vocabulary below ran
+        // 2-4x slower on it than one transposing copy costs.
         logits = model
             .forward(&next_in.view([b, 1]), &mask, Some(&mut cache))
-            .squeeze_dim(1);
+            .squeeze_dim(1)
+            .contiguous();
     }
 
     rows.into_iter()
@@ -295,44 +302,59 @@ fn generate_inner(
         .collect()
 }
 
-/// Next token per row from f32 logits (b, V); one uniform draw per row from `rngs`.
-fn sample(logits: &Tensor, params: &SamplingParams, rngs: &mut [&mut ChaCha8Rng]) -> Tensor {
+/// Next token per row from f32 logits (b, V) and their `log_softmax` `logp`; one uniform draw
+/// per row from `rngs`.
+fn sample(
+    logits: &Tensor,
+    logp: &Tensor,
+    params: &SamplingParams,
+    rngs: &mut [&mut ChaCha8Rng],
+) -> Tensor {
     if params.temperature == 0.0 {
         return logits.argmax(-1, false);
     }
     let b = logits.size()[0];
     let v = logits.size()[1];
-    let scaled = logits / params.temperature;
     let use_top_k = params.top_k > 0 && (params.top_k as i64) < v;
     let use_top_p = params.top_p < 1.0;
-    // Candidates in descending order when a filter needs the order; `order` maps back to ids.
-    let (vals, order) = if use_top_k {
-        let (vals, idx) = scaled.topk(params.top_k as i64, -1, true, true);
-        (vals, Some(idx))
-    } else if use_top_p {
-        let (vals, idx) = scaled.sort(-1, true);
-        (vals, Some(idx))
+    // Plain sampling at temperature 1 (the trainer's rollouts) reuses the log-softmax the caller
+    // needs anyway instead of a second softmax pass over the vocabulary.
+    let (mut probs, order) = if !use_top_k && !use_top_p && params.temperature == 1.0 {
+        (logp.exp(), None)
     } else {
-        (scaled, None)
+        let scaled = logits / params.temperature;
+        // Candidates in descending order when a filter needs the order; `order` maps back to
+        // ids.
+        let (vals, order) = if use_top_k {
+            let (vals, idx) = scaled.topk(params.top_k as i64, -1, true, true);
+            (vals, Some(idx))
+        } else if use_top_p {
+            let (vals, idx) = scaled.sort(-1, true);
+            (vals, Some(idx))
+        } else {
+            (scaled, None)
+        };
+        (vals.softmax(-1, Kind::Float), order)
     };
-    let mut probs = vals.softmax(-1, Kind::Float);
     if use_top_p {
         // Keep a token when the mass strictly before it is below top_p (the first always).
         let before = probs.cumsum(-1, Kind::Float) - &probs;
         probs = &probs * before.lt(params.top_p).to_kind(Kind::Float);
     }
     let cdf = probs.cumsum(-1, Kind::Float);
-    let total = cdf.narrow(1, cdf.size()[1] - 1, 1); // (b, 1)
+    let last = cdf.size()[1] - 1;
+    let total = cdf.narrow(1, last, 1); // (b, 1)
     let u: Vec<f32> = rngs.iter_mut().map(|r| r.gen::<f32>()).collect();
     let u = Tensor::from_slice(&u)
         .view([b, 1])
         .to_device(logits.device())
         * &total;
-    // First index whose cumulative mass exceeds u: zero-probability entries never qualify.
-    let pos = cdf
-        .le_tensor(&u)
-        .sum_dim_intlist(-1, false, Kind::Int64)
-        .clamp_max(cdf.size()[1] - 1);
+    // First index whose cumulative mass exceeds u (a binary search per row; the cdf is
+    // non-decreasing): zero-probability entries never qualify.
+    let pos = u
+        .searchsorted(&cdf, false, true, "right", None::<Tensor>)
+        .squeeze_dim(1)
+        .clamp_max(last);
     match order {
         Some(idx) => idx.gather(1, &pos.unsqueeze(1), false).squeeze_dim(1),
         None => pos,
@@ -359,7 +381,8 @@ mod tests {
         let mut out = vec![Vec::new(); b];
         for _ in 0..n {
             let mut refs: Vec<&mut ChaCha8Rng> = gens.iter_mut().collect();
-            let t: Vec<i64> = Vec::try_from(sample(logits, p, &mut refs)).unwrap();
+            let logp = logits.log_softmax(-1, Kind::Float);
+            let t: Vec<i64> = Vec::try_from(sample(logits, &logp, p, &mut refs)).unwrap();
             for (o, t) in out.iter_mut().zip(t) {
                 o.push(t);
             }

@@ -7,7 +7,6 @@ use tch::{nn, Kind, Tensor};
 pub(crate) struct RmsNorm {
     weight: Tensor,
     eps: f64,
-    dim: i64,
 }
 
 impl RmsNorm {
@@ -15,23 +14,18 @@ impl RmsNorm {
         RmsNorm {
             weight: p.ones("weight", &[dim]),
             eps,
-            dim,
         }
     }
 
     /// Normalises over the last dimension: (.., dim) -> (.., dim).
+    ///
+    /// Written out as transformers' eager formula rather than `at::rms_norm`: the fused kernel
+    /// took ~27 us against ~18 us for these four ops on a (16, 1, 256) decode-step input here.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        if kind == Kind::Float {
-            // One fused call with the weight: same arithmetic as the float32 path below.
-            x.rms_norm([self.dim], Some(&self.weight), self.eps)
-        } else {
-            let normed = x
-                .to_kind(Kind::Float)
-                .rms_norm([self.dim], None::<Tensor>, self.eps)
-                .to_kind(kind);
-            normed * &self.weight
-        }
+        let xf = x.to_kind(Kind::Float);
+        let inv_rms = (xf.square().mean_dim(-1, true, Kind::Float) + self.eps).rsqrt();
+        (xf * inv_rms).to_kind(kind) * &self.weight
     }
 }
 
