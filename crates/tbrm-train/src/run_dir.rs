@@ -137,16 +137,33 @@ impl RunDir {
 
     /// Appends one JSON line.
     pub fn append_line<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), RunDirError> {
-        let line = serde_json::to_string(value).map_err(|e| RunDirError::Invalid {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        self.append_lines(path, std::iter::once(value))
+    }
+
+    /// Appends one JSON line per value with a single open and write (a step's rollouts).
+    pub fn append_lines<'a, T: Serialize + 'a>(
+        &self,
+        path: &Path,
+        values: impl IntoIterator<Item = &'a T>,
+    ) -> Result<(), RunDirError> {
+        let mut text = String::new();
+        for value in values {
+            let line = serde_json::to_string(value).map_err(|e| RunDirError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io(path))?;
-        writeln!(f, "{line}").map_err(io(path))
+        f.write_all(text.as_bytes()).map_err(io(path))
     }
 
     /// Keeps only the lines of `metrics.jsonl` and `samples.jsonl` whose `step` is at most

@@ -881,10 +881,8 @@ impl Trainer {
         // Commit.
         self.sampler = sampler;
         if self.cfg.train.save_rollouts {
-            let path = self.run.rollouts_path();
-            for t in fresh.iter().flatten() {
-                self.run.append_line(&path, t)?;
-            }
+            self.run
+                .append_lines(&self.run.rollouts_path(), fresh.iter().flatten())?;
         }
         self.pending.extend(fresh);
         let consumed = self.pending.pop_front();
