@@ -433,36 +433,75 @@ pub const BENCHMARKS: [&str; 9] = [
     "math_train",
 ];
 
-/// The file of a named benchmark in `data_dir` (`.jsonl` preferred over `.parquet`).
-pub fn benchmark_path(data_dir: &Path, name: &str) -> Result<PathBuf, DataError> {
-    if !BENCHMARKS.contains(&name) {
-        return Err(DataError::UnknownBenchmark {
-            name: name.to_string(),
-            known: BENCHMARKS.join(", "),
-        });
+/// File extensions tried, in order, when a benchmark is looked up by name.
+pub const BENCHMARK_EXTENSIONS: [&str; 3] = ["jsonl", "parquet", "json"];
+
+/// Where a benchmark's problems come from: a path to an existing file is used as is (named by
+/// its file stem); a name is looked up as `<data_dir>/<name>.{jsonl,parquet,json}` (any name
+/// with a file there, not only the [`BENCHMARKS`]). Returns (name, file).
+pub fn resolve_benchmark(
+    data_dir: &Path,
+    name_or_path: &str,
+) -> Result<(String, PathBuf), DataError> {
+    let as_path = Path::new(name_or_path);
+    let looks_like_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.contains('/')
+        || BENCHMARK_EXTENSIONS
+            .iter()
+            .any(|e| name_or_path.ends_with(&format!(".{e}")));
+    if looks_like_path && as_path.is_file() {
+        let stem = as_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name_or_path.to_string());
+        return Ok((stem, as_path.to_path_buf()));
     }
-    let tried: Vec<PathBuf> = ["jsonl", "parquet"]
-        .iter()
-        .map(|ext| data_dir.join(format!("{name}.{ext}")))
-        .collect();
-    tried
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| DataError::BenchmarkNotFound {
-            name: name.to_string(),
-            data_dir: data_dir.to_path_buf(),
-            tried: tried.iter().map(|p| p.display().to_string()).collect(),
-        })
+    let tried: Vec<PathBuf> = if looks_like_path {
+        vec![as_path.to_path_buf()]
+    } else {
+        BENCHMARK_EXTENSIONS
+            .iter()
+            .map(|e| data_dir.join(format!("{name_or_path}.{e}")))
+            .collect()
+    };
+    if let Some(p) = tried.iter().find(|p| p.is_file()) {
+        return Ok((name_or_path.to_string(), p.clone()));
+    }
+    Err(DataError::BenchmarkNotFound {
+        name: name_or_path.to_string(),
+        tried,
+        known: known_benchmarks(data_dir),
+    })
 }
 
-/// Loads a named benchmark from `data_dir`.
+/// The standard benchmark names plus the stems of the data files present in `data_dir`.
+pub fn known_benchmarks(data_dir: &Path) -> Vec<String> {
+    let mut names: std::collections::BTreeSet<String> =
+        BENCHMARKS.iter().map(|s| s.to_string()).collect();
+    if let Ok(entries) = fs::read_dir(data_dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let ext_ok = p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| BENCHMARK_EXTENSIONS.contains(&x));
+            if ext_ok && p.is_file() {
+                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                    names.insert(stem.to_string());
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Loads a benchmark given by name (from `data_dir`) or path, see [`resolve_benchmark`].
 pub fn load_benchmark(
     data_dir: &Path,
-    name: &str,
+    name_or_path: &str,
     opts: &LoadOptions,
 ) -> Result<Dataset, DataError> {
-    load_dataset(&benchmark_path(data_dir, name)?, opts)
+    load_dataset(&resolve_benchmark(data_dir, name_or_path)?.1, opts)
 }
 
 /// Position in the data stream: which shuffled epoch and how far into it. Saving this with a
@@ -699,28 +738,51 @@ mod tests {
     }
 
     #[test]
-    fn benchmark_lookup() {
+    fn benchmark_lookup_by_name_or_path_and_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "amc23.jsonl",
-            "{\"problem\":\"p\",\"answer\":\"1\"}\n",
+        let row = "{\"problem\":\"p\",\"answer\":\"1\"}\n";
+        write(dir.path(), "amc23.jsonl", row);
+        write(dir.path(), "toy.jsonl", row);
+        let toy = dir.path().join("toy.jsonl");
+        assert_eq!(
+            resolve_benchmark(dir.path(), "amc23").unwrap(),
+            ("amc23".to_string(), dir.path().join("amc23.jsonl"))
+        );
+        // Any file in the data folder is a benchmark by its stem; a path needs no folder.
+        assert_eq!(
+            resolve_benchmark(dir.path(), "toy").unwrap(),
+            ("toy".to_string(), toy.clone())
         );
         assert_eq!(
-            benchmark_path(dir.path(), "amc23").unwrap(),
-            dir.path().join("amc23.jsonl")
+            resolve_benchmark(Path::new("/nonexistent"), &toy.display().to_string()).unwrap(),
+            ("toy".to_string(), toy)
         );
-        let err = benchmark_path(dir.path(), "aime24")
+        assert_eq!(
+            load_benchmark(dir.path(), "amc23", &LoadOptions::default())
+                .unwrap()
+                .problems
+                .len(),
+            1
+        );
+        let err = resolve_benchmark(dir.path(), "aime2024")
             .unwrap_err()
             .to_string();
+        assert!(err.contains("benchmark `aime2024` not found"), "{err}");
+        for want in ["aime2024.jsonl", "aime2024.parquet", "aime2024.json"] {
+            assert!(
+                err.contains(&dir.path().join(want).display().to_string()),
+                "{err}"
+            );
+        }
+        // The known names: the standard list plus the files present.
         assert!(
-            err.contains("aime24.jsonl") && err.contains("aime24.parquet"),
+            err.contains("aime24") && err.contains("math500") && err.contains("toy"),
             "{err}"
         );
-        let err = benchmark_path(dir.path(), "aime2024")
+        let err = resolve_benchmark(dir.path(), "no/such.jsonl")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown benchmark `aime2024`"), "{err}");
+        assert!(err.contains("looked for no/such.jsonl"), "{err}");
     }
 
     #[test]

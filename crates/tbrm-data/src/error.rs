@@ -47,13 +47,15 @@ pub enum DataError {
     Parquet { path: PathBuf, message: String },
     #[error("{}: unknown data file extension (expected .jsonl, .json or .parquet)", path.display())]
     UnknownFormat { path: PathBuf },
-    #[error("unknown benchmark `{name}` (known: {known})")]
-    UnknownBenchmark { name: String, known: String },
-    #[error("benchmark `{name}` not found in {}: looked for {}", data_dir.display(), tried.join(", "))]
+    #[error(
+        "benchmark `{name}` not found: looked for {}; known benchmarks: {}",
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        known.join(", ")
+    )]
     BenchmarkNotFound {
         name: String,
-        data_dir: PathBuf,
-        tried: Vec<String>,
+        tried: Vec<PathBuf>,
+        known: Vec<String>,
     },
     #[error("prompt template: {0}")]
     Template(String),

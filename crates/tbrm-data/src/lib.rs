@@ -10,9 +10,9 @@ pub mod template;
 pub mod trajectory;
 
 pub use dataset::{
-    benchmark_path, detect_format, epoch_permutation, load_benchmark, load_dataset, DataOrder,
-    Dataset, FieldMap, Format, LoadOptions, LoadReport, Problem, PromptInput, Sampler, SkippedRow,
-    BENCHMARKS,
+    detect_format, epoch_permutation, known_benchmarks, load_benchmark, load_dataset,
+    resolve_benchmark, DataOrder, Dataset, FieldMap, Format, LoadOptions, LoadReport, Problem,
+    PromptInput, Sampler, SkippedRow, BENCHMARKS, BENCHMARK_EXTENSIONS,
 };
 pub use error::{DataError, RowRef};
 pub use jsonl::{read_json, read_jsonl, write_atomic, write_json_atomic, JsonlWriter};

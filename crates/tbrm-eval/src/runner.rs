@@ -21,7 +21,6 @@
 //! many problems share a batch; only float rounding differences between batch shapes could move
 //! an argmax.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,23 +39,13 @@ pub const SAMPLED_BENCHMARKS: [&str; 3] = ["aime24", "aime25", "amc23"];
 pub const PAPER_SAMPLES: usize = 32;
 /// Sampling temperature on [`SAMPLED_BENCHMARKS`].
 pub const PAPER_TEMPERATURE: f64 = 1.0;
-/// File extensions tried, in order, when a benchmark is looked up by name.
-pub const BENCHMARK_EXTENSIONS: [&str; 3] = ["jsonl", "parquet", "json"];
+/// Benchmark lookup lives in tbrm-data (one implementation for every caller).
+pub use tbrm_data::{known_benchmarks, resolve_benchmark, BENCHMARK_EXTENSIONS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error(
-        "benchmark `{name}` not found: looked for {}; known benchmarks: {}",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-        known.join(", ")
-    )]
-    BenchmarkNotFound {
-        name: String,
-        tried: Vec<PathBuf>,
-        known: Vec<String>,
-    },
     #[error("{}: no problems in the file", path.display())]
     EmptyBenchmark { path: PathBuf },
     #[error("invalid eval setting `{key}`: {message}")]
@@ -195,66 +184,6 @@ pub fn protocol(benchmark: &str) -> Protocol {
             temperature: 0.0,
         }
     }
-}
-
-/// Where a benchmark's problems come from: a path to an existing file is used as is (named by
-/// its file stem); a name is looked up as `<data_dir>/<name>.{jsonl,parquet,json}`.
-pub fn resolve_benchmark(
-    data_dir: &Path,
-    name_or_path: &str,
-) -> Result<(String, PathBuf), EvalError> {
-    let as_path = Path::new(name_or_path);
-    let looks_like_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
-        || name_or_path.contains('/')
-        || BENCHMARK_EXTENSIONS
-            .iter()
-            .any(|e| name_or_path.ends_with(&format!(".{e}")));
-    if looks_like_path && as_path.is_file() {
-        let stem = as_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name_or_path.to_string());
-        return Ok((stem, as_path.to_path_buf()));
-    }
-    let tried: Vec<PathBuf> = if looks_like_path {
-        vec![as_path.to_path_buf()]
-    } else {
-        BENCHMARK_EXTENSIONS
-            .iter()
-            .map(|e| data_dir.join(format!("{name_or_path}.{e}")))
-            .collect()
-    };
-    if let Some(p) = tried.iter().find(|p| p.is_file()) {
-        return Ok((name_or_path.to_string(), p.clone()));
-    }
-    Err(EvalError::BenchmarkNotFound {
-        name: name_or_path.to_string(),
-        tried,
-        known: known_benchmarks(data_dir),
-    })
-}
-
-/// The standard benchmark names plus the stems of the data files present in `data_dir`.
-pub fn known_benchmarks(data_dir: &Path) -> Vec<String> {
-    let mut names: BTreeSet<String> = tbrm_data::BENCHMARKS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(data_dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            let ext_ok = p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| BENCHMARK_EXTENSIONS.contains(&x));
-            if ext_ok && p.is_file() {
-                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    names.insert(stem.to_string());
-                }
-            }
-        }
-    }
-    names.into_iter().collect()
 }
 
 /// Decides whether responses are correct. `judge` gets `(gold, response)` pairs and returns one
@@ -689,6 +618,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::mean_pass_at_k;
+    use std::collections::BTreeSet;
 
     /// Answers from a question -> answer table: a row is right when a hash of (call seed, row
     /// position) is even, so sampled runs mix right and wrong and depend on the seed.
@@ -1012,33 +942,6 @@ mod tests {
     }
 
     #[test]
-    fn benchmark_lookup_by_name_or_path_and_clear_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = write_bench(tmp.path(), "toy");
-        assert_eq!(
-            resolve_benchmark(tmp.path(), "toy").unwrap(),
-            ("toy".to_string(), p.clone())
-        );
-        let as_path = p.display().to_string();
-        assert_eq!(
-            resolve_benchmark(Path::new("/nonexistent"), &as_path).unwrap(),
-            ("toy".to_string(), p)
-        );
-        let err = resolve_benchmark(tmp.path(), "aime42")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("benchmark `aime42` not found"), "{err}");
-        assert!(
-            err.contains(&tmp.path().join("aime42.jsonl").display().to_string()),
-            "{err}"
-        );
-        assert!(
-            err.contains("aime24") && err.contains("math500") && err.contains("toy"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn run_counts_and_scores_consistently() {
         let tmp = tempfile::tempdir().unwrap();
         write_bench(tmp.path(), "toy");
@@ -1174,7 +1077,10 @@ mod tests {
         };
         let err = run_all(&c, &gen, &MathJudge, &mut NoProgress).unwrap_err();
         assert!(
-            matches!(err, EvalError::BenchmarkNotFound { ref name, .. } if name == "missing"),
+            matches!(
+                err,
+                EvalError::Data(DataError::BenchmarkNotFound { ref name, .. }) if name == "missing"
+            ),
             "{err}"
         );
         assert!(gen.calls.borrow().is_empty());

@@ -207,10 +207,7 @@ fn folder_label(dir: &Path) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Benchmarks given as files need no data folder; one given by name does.
-    let all_files = args
-        .benchmarks
-        .iter()
-        .all(|b| runner::resolve_benchmark(Path::new(""), b).is_ok());
+    let all_files = args.benchmarks.iter().all(|b| Path::new(b).is_file());
     let data_dir = match resolve_data_dir(
         args.data_dir.clone(),
         std::env::var_os(DATA_DIR_ENV).map(PathBuf::from),
