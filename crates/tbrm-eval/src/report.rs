@@ -36,6 +36,37 @@ pub const METRICS: [(&str, &str); 9] = [
 /// Samples shown per run in the HTML page.
 const MAX_SAMPLES_SHOWN: usize = 16;
 
+/// Series with more points than this are per-step curves: drawn with markers off and, when
+/// smoothing is on, as a faint raw line under its moving average.
+const DENSE_POINTS: usize = 40;
+
+/// Default `--smooth` window of `tbrm report`, in logged steps.
+pub const DEFAULT_SMOOTH: usize = 10;
+
+/// Trailing moving average over the last `window` points (fewer at the start), non-finite values
+/// skipped; `window <= 1` returns the points unchanged. A per-step reward of 64 prompts is noisy
+/// enough that the trend is hard to read without it.
+pub fn moving_average(points: &[(u64, f64)], window: usize) -> Vec<(u64, f64)> {
+    if window <= 1 {
+        return points.to_vec();
+    }
+    let mut out = Vec::with_capacity(points.len());
+    let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut sum = 0.0;
+    for &(step, v) in points {
+        if !v.is_finite() {
+            continue;
+        }
+        recent.push_back(v);
+        sum += v;
+        if recent.len() > window {
+            sum -= recent.pop_front().unwrap_or(0.0);
+        }
+        out.push((step, sum / recent.len() as f64));
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{}: {source}", path.display())]
@@ -287,6 +318,7 @@ fn draw_chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     lines: &[Series<'_>],
+    smooth: usize,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -329,21 +361,38 @@ where
         .map_err(e)?;
     for (i, (label, points)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let pts: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|&(s, v)| (s as f64, v))
-            .collect();
+        let as_xy = |p: &[(u64, f64)]| -> Vec<(f64, f64)> {
+            p.iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|&(s, v)| (s as f64, v))
+                .collect()
+        };
+        let pts = as_xy(points);
+        let dense = pts.len() > DENSE_POINTS;
+        let main = if dense && smooth > 1 {
+            // The raw values stay visible, faint, under the moving average.
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.mix(0.3)))
+                .map_err(e)?;
+            as_xy(&moving_average(points, smooth))
+        } else {
+            pts.clone()
+        };
+        let label = if dense && smooth > 1 {
+            format!("{label} ({smooth}-step average)")
+        } else {
+            label.to_string()
+        };
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(main.iter().copied(), color.stroke_width(2)))
             .map_err(e)?
-            .label(*label)
+            .label(label)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
         // Sparse series (held-out evaluation every N steps, or one point) get markers so a
         // single value is still visible.
-        if pts.len() <= 40 {
+        if !dense {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(e)?;
@@ -387,8 +436,14 @@ pub struct ReportFiles {
     pub charts: Vec<(String, PathBuf, PathBuf)>,
 }
 
-/// Draws the charts and writes `index.html` into `out_dir` (created if needed).
-pub fn write_report(runs: &[RunData], out_dir: &Path) -> Result<ReportFiles, ReportError> {
+/// Draws the charts and writes `index.html` into `out_dir` (created if needed). Per-step
+/// curves are drawn as a `smooth`-step moving average over the faint raw values (`smooth` <= 1:
+/// raw values only).
+pub fn write_report(
+    runs: &[RunData],
+    out_dir: &Path,
+    smooth: usize,
+) -> Result<ReportFiles, ReportError> {
     if runs.is_empty() {
         return Err(ReportError::NoRuns);
     }
@@ -414,12 +469,14 @@ pub fn write_report(runs: &[RunData], out_dir: &Path) -> Result<ReportFiles, Rep
             &BitMapBackend::new(&png, SIZE).into_drawing_area(),
             title,
             &lines,
+            smooth,
         )
         .map_err(draw_err(&png))?;
         draw_chart(
             &SVGBackend::new(&svg, SIZE).into_drawing_area(),
             title,
             &lines,
+            smooth,
         )
         .map_err(draw_err(&svg))?;
         charts.push((key.to_string(), png, svg));
@@ -553,7 +610,7 @@ mod tests {
         assert!(!runs[0].series.contains_key("grad_norm"));
 
         let out = tmp.path().join("report");
-        let files = write_report(&runs, &out).unwrap();
+        let files = write_report(&runs, &out, DEFAULT_SMOOTH).unwrap();
         let keys: Vec<_> = files.charts.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
             keys,
@@ -625,6 +682,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("metrics.jsonl"), "{err}");
+    }
+
+    #[test]
+    fn moving_average_is_trailing_and_skips_non_finite() {
+        let pts = [(1, 1.0), (2, 3.0), (3, f64::NAN), (4, 5.0), (5, 7.0)];
+        assert_eq!(
+            moving_average(&pts, 2),
+            vec![(1, 1.0), (2, 2.0), (4, 4.0), (5, 6.0)]
+        );
+        assert_eq!(moving_average(&pts[..2], 1), pts[..2].to_vec());
+        let long = moving_average(&pts, 10);
+        assert_eq!(long.last(), Some(&(5, 4.0)));
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub struct Args {
     /// `./report` for several.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Per-step curves (reward, loss, KL, ...) are drawn as a moving average over this many
+    /// logged steps, over the faint raw values; 1 draws the raw values only.
+    #[arg(long, default_value_t = tbrm_eval::report::DEFAULT_SMOOTH)]
+    pub smooth: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -25,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, _) => PathBuf::from("report"),
     };
     let runs = tbrm_eval::report::read_runs(&args.runs).context("reading runs")?;
-    let files = tbrm_eval::report::write_report(&runs, &out)
+    let files = tbrm_eval::report::write_report(&runs, &out, args.smooth)
         .with_context(|| format!("writing the report to {}", out.display()))?;
     for r in &runs {
         let steps = r
