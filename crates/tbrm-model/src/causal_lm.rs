@@ -176,7 +176,10 @@ impl CausalLm {
     /// (.., C) -> (.., V) logits in the model dtype; callers upcast to f32 before log-softmax.
     /// Public so callers can apply it to chunks of time steps and never hold (B, T, V) in f32.
     pub fn lm_head(&self, hidden: &Tensor) -> Tensor {
-        crate::layers::linear::linear(hidden, &self.lm_head, None)
+        // Contiguous: with few rows on CPU the product is a transposed view (see
+        // `layers::linear`), and every caller reduces over the vocabulary next (log-softmax,
+        // cumsum), which ran 2-4x slower on that layout than one transposing copy costs.
+        crate::layers::linear::linear(hidden, &self.lm_head, None).contiguous()
     }
 
     /// ids (B, T), mask (B, T_past + T) -> logits (B, T, V) in float32.

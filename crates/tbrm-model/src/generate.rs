@@ -204,10 +204,7 @@ fn generate_inner(
 
     let p = ids.size()[1];
     let hidden = model.hidden_states(&ids, &mask, Some(&mut cache));
-    let mut logits = model
-        .lm_head(&hidden.select(1, p - 1))
-        .to_kind(Kind::Float)
-        .contiguous(); // (B, V)
+    let mut logits = model.lm_head(&hidden.select(1, p - 1)).to_kind(Kind::Float); // (B, V)
 
     if params.max_new_tokens == 0 {
         for r in &mut rows {
@@ -266,13 +263,9 @@ fn generate_inner(
         }
         let b = active.len() as i64;
         mask = Tensor::cat(&[&mask, &Tensor::ones([b, 1], (Kind::Int64, device))], 1);
-        // Contiguous: the decode step's lm_head is a transposed view on CPU (see
-        // `layers::linear`), and the softmax/cumsum passes over the vocabulary below ran
-        // 2-4x slower on it than one transposing copy costs.
         logits = model
             .forward(&next_in.view([b, 1]), &mask, Some(&mut cache))
-            .squeeze_dim(1)
-            .contiguous();
+            .squeeze_dim(1);
     }
 
     rows.into_iter()
