@@ -18,6 +18,7 @@ Both report the median over --repeats runs after one warm-up run, in new tokens 
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import statistics
@@ -122,13 +123,27 @@ def main():
         "--new-tokens", str(args.new_tokens), "--threads", str(args.threads),
         "--repeats", str(args.repeats), "--device", "cpu", "--dtype", "f32",
     ]
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    ours = json.loads(res.stdout.strip().splitlines()[-1])
-    print(json.dumps(ours))
+    def tbrm_run(stock_mkl):
+        env = dict(os.environ)
+        env["TBRM_MKL_STOCK_DISPATCH"] = "1" if stock_mkl else "0"
+        res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        ours = json.loads(res.stdout.strip().splitlines()[-1])
+        ours["stock_mkl_dispatch"] = stock_mkl
+        print(json.dumps(ours))
+        return ours
+
+    # tbrm as shipped, then with MKL's stock vendor dispatch (the kernels transformers gets on
+    # this CPU; see crates/tbrm-cli/src/mkl.rs), so the engine and the kernel choice show apart.
+    ours = tbrm_run(False)
+    stock = tbrm_run(True)
+    hf_tps = hf["tokens_per_second"]
     print(
         f"batch {args.batch}, prompt {args.prompt_len}, new {args.new_tokens}, threads {args.threads}, "
-        f"{n_params / 1e6:.1f}M params: transformers {hf['tokens_per_second']:.0f} tok/s, "
-        f"tbrm {ours['tokens_per_second']:.0f} tok/s, ratio {ours['tokens_per_second'] / hf['tokens_per_second']:.2f}x"
+        f"{n_params / 1e6:.1f}M params: transformers {hf_tps:.0f} tok/s, "
+        f"tbrm {ours['tokens_per_second']:.0f} tok/s, ratio {ours['tokens_per_second'] / hf_tps:.2f}x "
+        f"(MKL code path {ours.get('mkl_code_path')}); "
+        f"tbrm with stock MKL dispatch {stock['tokens_per_second']:.0f} tok/s, "
+        f"ratio {stock['tokens_per_second'] / hf_tps:.2f}x (MKL code path {stock.get('mkl_code_path')})"
     )
     if tmp:
         shutil.rmtree(tmp)

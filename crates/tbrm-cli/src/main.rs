@@ -2,6 +2,7 @@
 //! owns its clap `Args` struct and turns it into the typed configuration of a library crate.
 
 mod cmd;
+mod mkl;
 mod settings;
 
 use clap::{Parser, Subcommand};

@@ -134,6 +134,7 @@ fn setup(common: &Common) -> anyhow::Result<(tch::Device, Kind)> {
 }
 
 fn bench_generate(a: GenArgs) -> anyhow::Result<()> {
+    setup(&a.common)?;
     let (mut tok, model) = super::load_model(&a.model, &a.common.device, &a.common.dtype)?;
     // Every row runs the full length, as transformers' generate does with eos_token_id=None.
     tok.set_eos_token_ids(Vec::new());
@@ -160,6 +161,7 @@ fn bench_generate(a: GenArgs) -> anyhow::Result<()> {
         "impl": "tbrm",
         "batch": a.batch, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens,
         "threads": tch::get_num_threads(),
+        "mkl_code_path": crate::mkl::mkl_code_path(),
         "device": format!("{:?}", model.device()), "dtype": format!("{:?}", model.dtype()),
         "params": model.num_parameters(),
         "new_tokens_total": produced,
@@ -218,6 +220,7 @@ fn bench_train_step(a: TrainArgs) -> anyhow::Result<()> {
         "impl": "tbrm",
         "arch": a.arch, "batch": a.batch, "seq_len": a.seq_len,
         "threads": tch::get_num_threads(),
+        "mkl_code_path": crate::mkl::mkl_code_path(),
         "device": format!("{device:?}"), "dtype": format!("{dtype:?}"),
         "params": model.num_parameters(),
         "seconds": secs, "median_seconds": med,

@@ -41,7 +41,11 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     *shape
         .last_mut()
         .expect("linear input has a feature dimension") = out_dim;
-    let xt = x.reshape([rows, in_dim]).tr(); // (in, rows)
+    let x2 = x.reshape([rows, in_dim]);
+    if let Some(y) = super::packed::packed_linear(&x2, w, b) {
+        return y.view(shape.as_slice());
+    }
+    let xt = x2.tr(); // (in, rows)
     let y = match b {
         Some(b) => b.unsqueeze(1).addmm(w, &xt),
         None => w.matmul(&xt),

@@ -6,5 +6,6 @@ pub(crate) mod attention;
 pub(crate) mod linear;
 pub(crate) mod mask;
 pub(crate) mod mlp;
+pub(crate) mod packed;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
