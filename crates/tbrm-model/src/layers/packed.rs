@@ -124,13 +124,12 @@ impl PackedWeight {
     fn matmul(&self, api: &Api, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let x = x.contiguous();
         let rows = x.size()[0] as i32;
-        let out = match bias {
-            Some(b) => b
-                .unsqueeze(0)
-                .expand([rows as i64, self.n as i64], false)
-                .contiguous(),
-            None => Tensor::empty([rows as i64, self.n as i64], (Kind::Float, Device::Cpu)),
-        };
+        // A fresh buffer: MKL writes into it, so it must never alias the bias (with one row,
+        // `b.expand(..).contiguous()` would be `b` itself and the bias would be overwritten).
+        let mut out = Tensor::empty([rows as i64, self.n as i64], (Kind::Float, Device::Cpu));
+        if let Some(b) = bias {
+            out.copy_(&b.unsqueeze(0).expand([rows as i64, self.n as i64], false));
+        }
         let beta = if bias.is_some() { 1.0f32 } else { 0.0 };
         // SAFETY: `buf` was packed for an (n, k) A operand; `x` is contiguous f32 (rows, k) =
         // column-major (k, rows) with ld k; `out` is contiguous f32 (rows, n) = column-major
@@ -232,6 +231,7 @@ mod tests {
         let _g = tch::no_grad_guard();
         let w = Tensor::randn([300, 200], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([300], (Kind::Float, Device::Cpu));
+        let b_before = b.copy();
         let x = Tensor::randn([16, 200], (Kind::Float, Device::Cpu));
         assert!(packed_linear(&x, &w, None).is_none(), "off without a guard");
         let guard = DecodePacking::new();
@@ -248,6 +248,7 @@ mod tests {
                 assert!(d < 1e-4, "rows {rows}: {d}");
             }
         }
+        assert!(b.equal(&b_before), "the bias must not be written to");
         drop(guard);
         assert!(packed_linear(&x, &w, None).is_none(), "off after the guard");
     }
