@@ -154,9 +154,12 @@ impl PackedWeight {
     }
 }
 
+/// Packed copies keyed by (weight address, rows, columns).
+type PackedMap = HashMap<(usize, i64, i64), Rc<PackedWeight>>;
+
 thread_local! {
     /// Packed copies by weight address, while a [`DecodePacking`] guard lives on this thread.
-    static PACKED: RefCell<Option<HashMap<(usize, i64, i64), Rc<PackedWeight>>>> = const { RefCell::new(None) };
+    static PACKED: RefCell<Option<PackedMap>> = const { RefCell::new(None) };
 }
 
 /// Turns on weight packing for CPU decoding on this thread until dropped. Hold it only under
