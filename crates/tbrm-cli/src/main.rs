@@ -38,7 +38,18 @@ enum Command {
     Bench(cmd::bench::Args),
 }
 
+/// On Hopper and newer GPUs current libtorch ranks cuDNN attention first; it builds and caches
+/// a graph per exact shape, so a decode loop whose key length grows every step would compile
+/// every step. `TORCH_CUDNN_SDPA_PREFERRED=0` (read once, at libtorch's first SDPA call) keeps
+/// the flash / memory-efficient order; a value the user set is left alone.
+fn prefer_flash_attention() {
+    if std::env::var_os("TORCH_CUDNN_SDPA_PREFERRED").is_none() {
+        std::env::set_var("TORCH_CUDNN_SDPA_PREFERRED", "0");
+    }
+}
+
 fn main() {
+    prefer_flash_attention();
     cmd::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {

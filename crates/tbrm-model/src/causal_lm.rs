@@ -188,6 +188,29 @@ impl CausalLm {
             .to_kind(Kind::Float)
     }
 
+    /// Moves every weight (and the RoPE tables) to `device` in place, e.g. a reference model
+    /// kept in host memory between its scoring phases (`model.reference_offload`).
+    pub fn set_device(&mut self, device: Device) {
+        if device != self.vs.device() {
+            self.vs.set_device(device);
+            self.model.set_device(device);
+        }
+    }
+
+    /// The decoder, for the layer-by-layer training pass (`lean.rs`).
+    pub(crate) fn decoder(&self) -> &Decoder {
+        &self.model
+    }
+
+    /// Name of the variable that holds the output head (the embedding when tied).
+    pub(crate) fn head_name(&self) -> &'static str {
+        if self.cfg.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        }
+    }
+
     /// Number of distinct parameters (a tied head counts once).
     pub fn num_parameters(&self) -> i64 {
         self.vs.variables().values().map(|t| t.numel() as i64).sum()

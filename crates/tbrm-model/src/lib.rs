@@ -9,6 +9,7 @@ mod error;
 pub mod generate;
 pub mod kv_cache;
 mod layers;
+pub mod lean;
 mod load;
 mod models;
 pub mod score;
@@ -22,6 +23,8 @@ pub use error::ModelError;
 pub use generate::{generate, FinishReason, Generation, SamplingParams};
 pub use kv_cache::KvCache;
 pub use layers::mask::ones_mask;
+pub use lean::{forward_backward, LeanOptions, LeanPass, LeanScores};
+pub use load::{read_tensors_streaming, save_tensors, SafetensorsReader, TensorEntry};
 pub use score::{
     score_responses, score_responses_chunked, score_responses_with_hidden, ResponseScores,
 };

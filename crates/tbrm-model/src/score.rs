@@ -1,14 +1,15 @@
 //! Per-token log-probs of responses under a model, for the trainer (policy with grad,
 //! reference and behaviour under `tch::no_grad`) and `tbrm score`.
 //!
-//! One forward pass over the packed (B, P + L) batch gives hidden states; the ones at columns
-//! P - 1 .. P + L - 2 predict response tokens 0 .. L - 1. The head and the log-softmax run over
+//! One forward pass over the packed (B, T) batch gives hidden states; the one at column
+//! P_i - 1 + j predicts response token j of row i (see `batch.rs`). The head and the log-softmax run over
 //! chunks of those time steps, each as `logit[y] - logsumexp(logits)` in f32, so at most
 //! (B, chunk, V) f32 logits exist at once (Qwen's V is 151,936: B = 16, L = 1024 would be
 //! ~10 GB in one piece).
 //!
 //! With autograd on, each chunk's f32 logits are kept for the backward pass (the logsumexp
-//! backward needs them), so the saving then is in peak temporaries, not in what autograd holds.
+//! backward needs them), so the saving then is in peak temporaries, not in what autograd holds;
+//! the trainer's update uses `lean::forward_backward`, which keeps none of them.
 
 use tch::{Kind, Tensor};
 
@@ -48,7 +49,7 @@ pub fn score_responses_chunked(
 }
 
 /// Scores plus the hidden states (B, L, H) that predict each response token: the state before
-/// token j (column P - 1 + j), which is where PPO's value head reads V(s_j).
+/// token j (column P_i - 1 + j), which is where PPO's value head reads V(s_j).
 pub fn score_responses_with_hidden(
     model: &CausalLm,
     batch: &PackedBatch,
@@ -65,10 +66,8 @@ fn score_with_hidden(
     assert!(chunk > 0, "chunk size must be positive");
     let b = batch.batch_size();
     let l = batch.response_len();
-    let p = batch.prompt_len;
     let hidden = model.hidden_states(&batch.input_ids, &batch.attention_mask, None);
-    // Column P - 1 + j predicts response token j.
-    let h = hidden.narrow(1, p - 1, l);
+    let h = batch.response_hidden(&hidden); // (B, L, C)
     let device = batch.input_ids.device();
     if l == 0 {
         let scores = ResponseScores {

@@ -138,7 +138,8 @@ fn hidden_states_are_the_ones_before_each_response_token() {
         * &batch.response_mask;
     assert!(lp.allclose(&s.token_logprobs, 1e-5, 1e-5, false));
     let full = lm.hidden_states(&batch.input_ids, &batch.attention_mask, None);
-    assert!(h.equal(&full.narrow(1, batch.prompt_len - 1, l)));
+    assert!(h.equal(&batch.response_hidden(&full)));
+    assert_eq!(l, 5);
 }
 
 #[test]

@@ -162,6 +162,31 @@ pub enum TruncatedPolicy {
     Drop,
 }
 
+/// Whether decoder layers are recomputed in the backward instead of keeping their activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// On for models of at least [`RECOMPUTE_AUTO_PARAMS`] parameters, where activations
+    /// dominate memory; off for small models, where it would only cost time.
+    Auto,
+    On,
+    Off,
+}
+
+/// The size from which `optim.recompute = "auto"` turns recomputation on.
+pub const RECOMPUTE_AUTO_PARAMS: i64 = 100_000_000;
+
+impl Recompute {
+    /// Resolved for a model with `params` parameters.
+    pub fn enabled(self, params: i64) -> bool {
+        match self {
+            Recompute::Auto => params >= RECOMPUTE_AUTO_PARAMS,
+            Recompute::On => true,
+            Recompute::Off => false,
+        }
+    }
+}
+
 /// Learning-rate schedule after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,6 +205,10 @@ pub struct ModelSection {
     pub reference: Option<PathBuf>,
     pub device: DeviceChoice,
     pub dtype: DtypeChoice,
+    /// Keep the reference model in host memory and move it to the device only for the
+    /// reference-scoring phase of each step, so it takes no device memory during the update
+    /// (7B on one GPU; costs one host-to-device copy of its weights per step).
+    pub reference_offload: bool,
 }
 
 impl Default for ModelSection {
@@ -189,6 +218,7 @@ impl Default for ModelSection {
             reference: None,
             device: DeviceChoice::Auto,
             dtype: DtypeChoice::F32,
+            reference_offload: false,
         }
     }
 }
@@ -326,8 +356,20 @@ pub struct OptimSection {
     pub min_lr_ratio: f64,
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
-    /// Trajectories per forward/backward pass; gradients are accumulated over micro-batches.
+    /// At most this many trajectories per forward/backward pass (0 = no row limit);
+    /// gradients are accumulated over micro-batches.
     pub micro_batch: usize,
+    /// Padded tokens (rows x longest row) per forward/backward pass: trajectories are sorted
+    /// by length and packed up to this budget (0 = rows only). A longer trajectory goes alone.
+    pub micro_batch_tokens: usize,
+    /// The same budget for no-grad scoring (reference log-probs, critic values), which keeps
+    /// no activations and can take larger passes (0 = rows only, `micro_batch` rows).
+    pub score_batch_tokens: usize,
+    /// Recompute decoder layers in the backward (`auto`, `on`, `off`).
+    pub recompute: Recompute,
+    /// Keep the f32 master weights and Adam moments in host memory; the update runs on the
+    /// CPU and the new weights are copied back (7B on one GPU).
+    pub offload: bool,
 }
 
 impl Default for OptimSection {
@@ -343,6 +385,10 @@ impl Default for OptimSection {
             min_lr_ratio: 0.0,
             grad_clip: 1.0,
             micro_batch: 8,
+            micro_batch_tokens: 32768,
+            score_batch_tokens: 65536,
+            recompute: Recompute::Auto,
+            offload: false,
         }
     }
 }
@@ -577,7 +623,12 @@ impl TrainConfig {
         non_negative("optim.weight_decay", o.weight_decay)?;
         unit("optim.min_lr_ratio", o.min_lr_ratio)?;
         non_negative("optim.grad_clip", o.grad_clip)?;
-        at_least_one("optim.micro_batch", o.micro_batch)?;
+        if o.micro_batch == 0 && o.micro_batch_tokens == 0 {
+            return Err(ConfigError::invalid(
+                "optim.micro_batch",
+                "optim.micro_batch and optim.micro_batch_tokens cannot both be 0 (no limit on a pass)",
+            ));
+        }
 
         at_least_one("train.keep_checkpoints", t.keep_checkpoints)?;
         if t.max_nonfinite_steps == 0 {

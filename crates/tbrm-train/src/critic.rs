@@ -2,17 +2,15 @@
 //!
 //! The critic is a value head, Linear(H, 1), on a copy of the policy backbone (the setup of
 //! Ouyang et al. 2022 and verl's PPO), with its own AdamW and learning rate. V(s_j) is read
-//! from the hidden state that predicts response token j (column P - 1 + j of the packed batch,
+//! from the hidden state that predicts response token j (column P_i - 1 + j of the packed batch,
 //! see tbrm-model `batch.rs`). The head starts at zero: V = 0 everywhere is the natural prior
 //! for 0/1 outcome rewards and needs no random draw.
-//!
-//! [`score_with_entropy`] computes the per-token log-probs, the first logit and the per-token
-//! entropy of pi_theta from one forward pass, chunked over time like tbrm-model's
-//! `score_responses`, so the (B, L, V) float32 logits never exist at once.
+//! The policy's per-token entropy for PPO's bonus comes from tbrm-model's lean pass
+//! (`LeanOptions::entropy`).
 
 use std::path::Path;
 
-use tbrm_model::{CausalLm, PackedBatch, ResponseScores};
+use tbrm_model::{CausalLm, PackedBatch};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::optim::{AdamW, AdamWConfig};
@@ -67,12 +65,10 @@ impl Critic {
 
     /// V(s_j) for every response token, (B, L) float32 (with grad unless under no_grad).
     pub fn values(&self, batch: &PackedBatch) -> Tensor {
-        let l = batch.response_len();
         let hidden = self
             .backbone
-            .hidden_states(&batch.input_ids, &batch.attention_mask, None)
-            .narrow(1, batch.prompt_len - 1, l)
-            .to_kind(Kind::Float);
+            .hidden_states(&batch.input_ids, &batch.attention_mask, None);
+        let hidden = batch.response_hidden(&hidden).to_kind(Kind::Float);
         hidden
             .linear(&self.head_w, Some(&self.head_b))
             .squeeze_dim(-1)
@@ -101,58 +97,4 @@ impl Critic {
         critic.optimizer.load(&dir.join(OPTIM_FILE))?;
         Ok(critic)
     }
-}
-
-/// Log-probs, first logit and entropy H(pi_theta(.|s_j)) of every response token of `batch`,
-/// all float32 and (B, L) / (B,), from one forward pass of `model`.
-pub fn score_with_entropy(model: &CausalLm, batch: &PackedBatch) -> (ResponseScores, Tensor) {
-    let b = batch.batch_size();
-    let l = batch.response_len();
-    let device = batch.input_ids.device();
-    if l == 0 {
-        let zeros = Tensor::zeros([b, 0], (Kind::Float, device));
-        return (
-            ResponseScores {
-                token_logprobs: zeros.shallow_clone(),
-                first_logit: Tensor::zeros([b], (Kind::Float, device)),
-            },
-            zeros,
-        );
-    }
-    let hidden = model
-        .hidden_states(&batch.input_ids, &batch.attention_mask, None)
-        .narrow(1, batch.prompt_len - 1, l);
-    let chunk = tbrm_model::score::default_chunk(b, model.config().vocab_size);
-    let (mut lps, mut ents) = (Vec::new(), Vec::new());
-    let mut first_logit = None;
-    let mut start = 0;
-    while start < l {
-        let c = chunk.min(l - start);
-        let logits = model
-            .lm_head(&hidden.narrow(1, start, c))
-            .to_kind(Kind::Float);
-        let target = batch.response_ids.narrow(1, start, c).unsqueeze(-1);
-        let picked = logits.gather(2, &target, false).squeeze_dim(-1);
-        if start == 0 {
-            first_logit = Some(picked.select(1, 0));
-        }
-        let lse = logits.logsumexp([-1], true);
-        let logp_all = &logits - &lse;
-        // H = -sum_a p(a) log p(a)
-        let ent = -(logp_all.exp() * &logp_all).sum_dim_intlist(-1, false, Kind::Float);
-        lps.push(picked - lse.squeeze_dim(-1));
-        ents.push(ent);
-        start += c;
-    }
-    let mask = &batch.response_mask;
-    let token_logprobs = Tensor::cat(&lps, 1) * mask;
-    let entropy = Tensor::cat(&ents, 1) * mask;
-    let first_logit = first_logit.expect("l > 0") * mask.select(1, 0);
-    (
-        ResponseScores {
-            token_logprobs,
-            first_logit,
-        },
-        entropy,
-    )
 }

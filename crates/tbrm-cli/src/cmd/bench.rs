@@ -4,8 +4,12 @@
 //!
 //! - `generate`: batched sampling from a model folder (B prompts of P tokens, N new tokens
 //!   each, EOS ignored so every row runs the full length); new tokens per second.
-//! - `train-step`: forward + backward + AdamW step of next-token cross-entropy on a random
-//!   model of the given size; trained tokens per second.
+//! - `train-step`: one training step on a random model of the given size (or a named preset
+//!   such as `qwen2.5-0.5b`). `--loss ce`: forward + backward + AdamW step of next-token
+//!   cross-entropy (the plain comparison with PyTorch eager). `--loss tbrm`: the trainer's real
+//!   TBRM step (`train_step_bench.rs`): reference scoring, the memory-lean update through
+//!   `Updater`, AdamW; prints peak memory (host RSS on CPU, device memory on CUDA), tokens/s and
+//!   MFU.
 //!
 //! Timings are medians over `--repeats` runs after `--warmup` runs.
 
@@ -13,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
-use tbrm_model::{generate, CausalLm, ModelConfig, ModelType, SamplingParams};
+use tbrm_model::{generate, CausalLm, SamplingParams};
 use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor};
 
@@ -34,20 +38,20 @@ enum What {
 }
 
 #[derive(clap::Args)]
-struct Common {
+pub(crate) struct Common {
     /// Intra-op CPU threads (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
-    threads: i32,
+    pub threads: i32,
     #[arg(long, default_value_t = 1)]
-    warmup: usize,
+    pub warmup: usize,
     #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    pub repeats: usize,
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
     #[arg(long, default_value = "f32")]
-    dtype: String,
+    pub dtype: String,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -69,28 +73,63 @@ struct GenArgs {
 }
 
 #[derive(clap::Args)]
-struct TrainArgs {
+pub(crate) struct TrainArgs {
+    /// `ce` (next-token cross-entropy, plain autograd) or `tbrm` (the trainer's TBRM step).
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
+    /// A model shape: qwen2.5-0.5b, qwen2.5-math-1.5b or qwen2.5-math-7b (the size flags
+    /// below are then ignored, except --layers when given).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// qwen2, llama or qwen3.
     #[arg(long, default_value = "qwen2")]
-    arch: String,
+    pub arch: String,
     #[arg(long, default_value_t = 8192)]
-    vocab: i64,
+    pub vocab: i64,
     #[arg(long, default_value_t = 256)]
-    hidden: i64,
+    pub hidden: i64,
+    /// Decoder layers (default 4; with --preset, the preset's count).
+    #[arg(long)]
+    pub layers: Option<i64>,
     #[arg(long, default_value_t = 4)]
-    layers: i64,
-    #[arg(long, default_value_t = 4)]
-    heads: i64,
+    pub heads: i64,
     #[arg(long, default_value_t = 2)]
-    kv_heads: i64,
+    pub kv_heads: i64,
     #[arg(long, default_value_t = 768)]
-    intermediate: i64,
+    pub intermediate: i64,
+    /// Rows (trajectories for --loss tbrm).
     #[arg(long, default_value_t = 8)]
-    batch: i64,
+    pub batch: i64,
+    /// Tokens per row (prompt + response for --loss tbrm).
     #[arg(long, default_value_t = 128)]
-    seq_len: i64,
+    pub seq_len: i64,
+    /// --loss tbrm: prompt tokens of each row (default: seq_len / 8).
+    #[arg(long)]
+    pub prompt_len: Option<i64>,
+    /// --loss tbrm: layer recomputation (auto, on, off), as `optim.recompute`.
+    #[arg(long, default_value = "auto")]
+    pub recompute: String,
+    /// --loss tbrm: padded tokens per micro-batch, as `optim.micro_batch_tokens`.
+    #[arg(long, default_value_t = 32768)]
+    pub micro_batch_tokens: usize,
+    /// --loss tbrm: padded tokens per no-grad scoring pass, as `optim.score_batch_tokens`.
+    #[arg(long, default_value_t = 65536)]
+    pub score_batch_tokens: usize,
+    /// --loss tbrm: f32 master weights and moments in host memory (`optim.offload`).
+    #[arg(long)]
+    pub offload: bool,
+    /// --loss tbrm: the reference in host memory between scorings (`model.reference_offload`).
+    #[arg(long)]
+    pub reference_offload: bool,
+    /// Peak dense bf16 TFLOP/s of the device, for MFU (989: H100/H200 SXM).
+    #[arg(long, default_value_t = 989.0)]
+    pub peak_tflops: f64,
+    /// Also write the random model as a Hugging Face folder (with the tokenizer files of
+    /// assets/tiny-arith when the vocabulary covers them), e.g. for `bench generate`.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
 }
 
 /// Deterministic prompt ids shared with `scripts/bench_generate.py` (same formula there).
@@ -100,12 +139,15 @@ pub fn bench_prompt(row: usize, len: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
 }
 
-fn timed(common: &Common, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+pub(crate) fn timed(
+    common: &Common,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     for _ in 0..common.warmup {
         f()?;
     }
@@ -125,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn setup(common: &Common) -> anyhow::Result<(tch::Device, Kind)> {
+pub(crate) fn setup(common: &Common) -> anyhow::Result<(tch::Device, Kind)> {
     if common.threads > 0 {
         tch::set_num_threads(common.threads);
     }
@@ -174,26 +216,17 @@ fn bench_generate(a: GenArgs) -> anyhow::Result<()> {
 
 fn bench_train_step(a: TrainArgs) -> anyhow::Result<()> {
     let (device, dtype) = setup(&a.common)?;
-    let arch = match a.arch.as_str() {
-        "qwen2" => ModelType::Qwen2,
-        "llama" => ModelType::Llama,
-        "qwen3" => ModelType::Qwen3,
-        other => anyhow::bail!("--arch: expected qwen2, llama or qwen3, got {other:?}"),
-    };
-    let mut cfg = ModelConfig::tiny(arch);
-    cfg.vocab_size = a.vocab;
-    cfg.hidden_size = a.hidden;
-    cfg.num_hidden_layers = a.layers;
-    cfg.num_attention_heads = a.heads;
-    cfg.num_key_value_heads = a.kv_heads;
-    cfg.head_dim = a.hidden / a.heads;
-    cfg.intermediate_size = a.intermediate;
+    let cfg = super::train_step_bench::model_config(&a)?;
+    match a.loss.as_str() {
+        "ce" => {}
+        "tbrm" => return super::train_step_bench::run(&a, cfg, device, dtype),
+        other => anyhow::bail!("--loss: expected ce or tbrm, got {other:?}"),
+    }
     let model = CausalLm::from_config(cfg, device, dtype, a.common.seed as i64)?;
     let mut opt = tch::nn::AdamW::default().build(model.var_store(), 1e-4)?;
+    let vocab = model.config().vocab_size as usize;
     let n = (a.batch * (a.seq_len + 1)) as usize;
-    let ids: Vec<i64> = (0..n)
-        .map(|i| ((i * 7919) % a.vocab as usize) as i64)
-        .collect();
+    let ids: Vec<i64> = (0..n).map(|i| ((i * 7919) % vocab) as i64).collect();
     let ids = Tensor::from_slice(&ids)
         .view([a.batch, a.seq_len + 1])
         .to_device(device);
@@ -218,13 +251,16 @@ fn bench_train_step(a: TrainArgs) -> anyhow::Result<()> {
     let out = json!({
         "bench": "train-step",
         "impl": "tbrm",
+        "loss": "ce",
         "arch": a.arch, "batch": a.batch, "seq_len": a.seq_len,
+        "layers": model.config().num_hidden_layers,
         "threads": tch::get_num_threads(),
         "mkl_code_path": crate::mkl::mkl_code_path(),
         "device": format!("{device:?}"), "dtype": format!("{dtype:?}"),
         "params": model.num_parameters(),
         "seconds": secs, "median_seconds": med,
         "tokens_per_second": tokens as f64 / med,
+        "peak_rss_gb": super::train_step_bench::peak_rss_gb(),
     });
     println!("{out}");
     Ok(())

@@ -7,6 +7,7 @@ pub mod report;
 pub mod score;
 pub mod sft;
 pub mod train;
+mod train_step_bench;
 pub mod verify;
 
 /// Logs go to stderr; `RUST_LOG` overrides the default `info` level.

@@ -48,6 +48,10 @@ impl RotaryEmbedding {
         RotaryEmbedding { inv_freq }
     }
 
+    pub fn set_device(&mut self, device: Device) {
+        self.inv_freq = self.inv_freq.to_device(device);
+    }
+
     /// position_ids (B, T) integer -> (cos, signed sin), each (B, 1, T, hs) in `kind`, ready
     /// to broadcast over heads. The sine's first half is negated (see [`apply_rotary`]).
     pub fn cos_sin(&self, position_ids: &Tensor, kind: Kind) -> (Tensor, Tensor) {

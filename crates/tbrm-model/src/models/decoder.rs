@@ -84,13 +84,54 @@ impl Decoder {
                 "KvCache built for another model"
             );
         }
-        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false); // (B, T, C)
-        let (cos, sin) = self.rope.cos_sin(&position_ids(mask, t), x.kind());
-        let attn_mask = AttnMask::new(mask, t);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut x = self.embed(ids); // (B, T, C)
+        let ctx = self.context(mask, t, x.kind());
+        for i in 0..self.layers.len() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
-            x = layer.forward(&x, &cos, &sin, &attn_mask, layer_cache);
+            x = self.layers[i].forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, layer_cache);
         }
         self.norm.forward(&x)
     }
+
+    /// ids (B, T) -> token embeddings (B, T, C).
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, ids, -1, false, false)
+    }
+
+    /// What every layer of one forward pass shares: RoPE tables and the attention mask.
+    pub fn context(&self, mask: &Tensor, t: i64, kind: tch::Kind) -> LayerContext {
+        let (cos, sin) = self.rope.cos_sin(&position_ids(mask, t), kind);
+        LayerContext {
+            cos,
+            sin,
+            mask: AttnMask::new(mask, t),
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `i` without a cache: (B, T, C) -> (B, T, C).
+    pub fn layer_forward(&self, i: usize, x: &Tensor, ctx: &LayerContext) -> Tensor {
+        self.layers[i].forward(x, &ctx.cos, &ctx.sin, &ctx.mask, None)
+    }
+
+    /// Moves the tensors that are not variables (RoPE frequencies) to `device`; the caller
+    /// moves the var store.
+    pub fn set_device(&mut self, device: tch::Device) {
+        self.rope.set_device(device);
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x)
+    }
+}
+
+/// Per-forward inputs shared by the layers (see [`Decoder::context`]).
+pub(crate) struct LayerContext {
+    cos: Tensor,
+    sin: Tensor,
+    mask: AttnMask,
 }
