@@ -121,6 +121,18 @@ impl PackedBatch {
         self.batch_size() * self.seq_len()
     }
 
+    /// (B,) f32: 1 where the row has a first response token.
+    pub fn first_response_mask(&self) -> Tensor {
+        if self.response_len() > 0 {
+            self.response_mask.select(1, 0)
+        } else {
+            Tensor::zeros(
+                [self.batch_size()],
+                (Kind::Float, self.response_mask.device()),
+            )
+        }
+    }
+
     /// hidden (B, T, C) -> (B, L, C): the states that predict each response token.
     pub fn response_hidden(&self, hidden: &Tensor) -> Tensor {
         let c = hidden.size()[2];

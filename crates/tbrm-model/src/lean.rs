@@ -31,7 +31,7 @@ use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
 
-use crate::score::DEFAULT_CHUNK_BYTES;
+use crate::score::{chunk_for_bytes, DEFAULT_CHUNK_BYTES};
 use crate::{CausalLm, PackedBatch};
 
 /// How the pass trades compute for memory.
@@ -137,11 +137,7 @@ pub fn forward_backward<T, E>(
     let fl_leaf = raw.first_logit.set_requires_grad(true);
     let ent_leaf = raw.entropy.map(|e| e.set_requires_grad(true));
     let mask = &batch.response_mask;
-    let first_mask = if batch.response_len() > 0 {
-        mask.select(1, 0)
-    } else {
-        Tensor::zeros([batch.batch_size()], (Kind::Float, mask.device()))
-    };
+    let first_mask = batch.first_response_mask();
     let scores = LeanScores {
         token_logprobs: &lp_leaf * mask,
         first_logit: &fl_leaf * &first_mask,
@@ -182,17 +178,12 @@ pub fn forward_backward<T, E>(
     while start < l {
         let c = chunk.min(l - start);
         let h = hr_leaf.narrow(1, start, c).detach().set_requires_grad(true);
-        let logits = model.lm_head(&h).to_kind(Kind::Float); // (B, c, V)
-        let target = batch.response_ids.narrow(1, start, c).unsqueeze(-1);
-        let picked = logits.gather(2, &target, false).squeeze_dim(-1); // (B, c)
-        let lse = logits.logsumexp([-1], true);
-        let mut obj = ((&picked - lse.squeeze_dim(-1)) * g_lp.narrow(1, start, c)).sum(Kind::Float);
+        let terms = chunk_terms(model, batch, &h, start, g_ent.is_some());
+        let mut obj = (terms.logprobs * g_lp.narrow(1, start, c)).sum(Kind::Float);
         if start == 0 {
-            obj += (picked.select(1, 0) * &g_fl).sum(Kind::Float);
+            obj += (terms.picked.select(1, 0) * &g_fl).sum(Kind::Float);
         }
-        if let Some(g_ent) = &g_ent {
-            let logp = &logits - &lse;
-            let ent = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
+        if let (Some(g_ent), Some(ent)) = (&g_ent, terms.entropy) {
             obj += (ent * g_ent.narrow(1, start, c)).sum(Kind::Float);
         }
         let grads = Tensor::run_backward(&[obj], &[head_w, &h], false, false);
@@ -274,19 +265,50 @@ fn chunk_len(batch: &PackedBatch, model: &CausalLm, opts: &LeanOptions) -> i64 {
     } else {
         DEFAULT_CHUNK_BYTES
     };
-    let per_step = 4 * batch.batch_size().max(1) * model.config().vocab_size.max(1);
-    (bytes / per_step).max(1)
+    chunk_for_bytes(bytes, batch.batch_size(), model.config().vocab_size)
 }
 
-struct RawScores {
-    token_logprobs: Tensor,
-    first_logit: Tensor,
+pub(crate) struct RawScores {
+    pub token_logprobs: Tensor,
+    pub first_logit: Tensor,
+    pub entropy: Option<Tensor>,
+}
+
+/// One chunk of the head over response states `h` (B, c, C) starting at response column
+/// `start`: the raw logit of each response token, its log-prob, and optionally the entropy.
+struct ChunkTerms {
+    picked: Tensor,
+    logprobs: Tensor,
     entropy: Option<Tensor>,
 }
 
+fn chunk_terms(
+    model: &CausalLm,
+    batch: &PackedBatch,
+    h: &Tensor,
+    start: i64,
+    entropy: bool,
+) -> ChunkTerms {
+    let c = h.size()[1];
+    let logits = model.lm_head(h).to_kind(Kind::Float); // (B, c, V)
+    let target = batch.response_ids.narrow(1, start, c).unsqueeze(-1);
+    let picked = logits.gather(2, &target, false).squeeze_dim(-1); // (B, c)
+    let lse = logits.logsumexp([-1], true);
+    let entropy = entropy.then(|| {
+        let logp = &logits - &lse;
+        -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float)
+    });
+    ChunkTerms {
+        logprobs: &picked - lse.squeeze_dim(-1),
+        picked,
+        entropy,
+    }
+}
+
 /// Unmasked per-token log-probs, first logit and entropy from the response states `h`
-/// (B, L, C), `chunk` time steps of f32 logits at a time.
-fn head_scores(
+/// (B, L, C), `chunk` time steps of f32 logits at a time. Differentiable when grad is on
+/// (`score_responses` uses it that way).
+pub(crate) fn head_scores(
     model: &CausalLm,
     batch: &PackedBatch,
     h: &Tensor,
@@ -307,23 +329,17 @@ fn head_scores(
     let mut start = 0;
     while start < l {
         let c = chunk.min(l - start);
-        let logits = model.lm_head(&h.narrow(1, start, c)).to_kind(Kind::Float);
-        let target = batch.response_ids.narrow(1, start, c).unsqueeze(-1);
-        let picked = logits.gather(2, &target, false).squeeze_dim(-1);
+        let terms = chunk_terms(model, batch, &h.narrow(1, start, c), start, entropy);
         if start == 0 {
-            first = Some(picked.select(1, 0));
+            first = Some(terms.picked.select(1, 0).copy());
         }
-        let lse = logits.logsumexp([-1], true);
-        if entropy {
-            let logp = &logits - &lse;
-            ents.push(-(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float));
-        }
-        lps.push(picked - lse.squeeze_dim(-1));
+        lps.push(terms.logprobs);
+        ents.extend(terms.entropy);
         start += c;
     }
     RawScores {
         token_logprobs: Tensor::cat(&lps, 1),
-        first_logit: first.expect("l > 0").copy(),
+        first_logit: first.expect("l > 0"),
         entropy: entropy.then(|| Tensor::cat(&ents, 1)),
     }
 }

@@ -11,7 +11,7 @@
 //! backward needs them), so the saving then is in peak temporaries, not in what autograd holds;
 //! the trainer's update uses `lean::forward_backward`, which keeps none of them.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::{CausalLm, PackedBatch};
 
@@ -30,7 +30,12 @@ pub const DEFAULT_CHUNK_BYTES: i64 = 256 << 20;
 
 /// Time steps per chunk so that (B, chunk, V) f32 stays within [`DEFAULT_CHUNK_BYTES`].
 pub fn default_chunk(batch: i64, vocab: i64) -> i64 {
-    (DEFAULT_CHUNK_BYTES / (4 * batch.max(1) * vocab.max(1))).max(1)
+    chunk_for_bytes(DEFAULT_CHUNK_BYTES, batch, vocab)
+}
+
+/// Time steps per chunk so that (B, chunk, V) f32 stays within `bytes` (at least one).
+pub fn chunk_for_bytes(bytes: i64, batch: i64, vocab: i64) -> i64 {
+    (bytes / (4 * batch.max(1) * vocab.max(1))).max(1)
 }
 
 /// Scores with the default chunk size. Works with or without grad.
@@ -64,34 +69,11 @@ fn score_with_hidden(
     chunk: i64,
 ) -> (ResponseScores, Tensor) {
     assert!(chunk > 0, "chunk size must be positive");
-    let b = batch.batch_size();
-    let l = batch.response_len();
     let hidden = model.hidden_states(&batch.input_ids, &batch.attention_mask, None);
     let h = batch.response_hidden(&hidden); // (B, L, C)
-    let device = batch.input_ids.device();
-    if l == 0 {
-        let scores = ResponseScores {
-            token_logprobs: Tensor::zeros([b, 0], (Kind::Float, device)),
-            first_logit: Tensor::zeros([b], (Kind::Float, device)),
-        };
-        return (scores, h);
-    }
-    let mut parts = Vec::new();
-    let mut first_logit = None;
-    let mut start = 0;
-    while start < l {
-        let c = chunk.min(l - start);
-        let logits = model.lm_head(&h.narrow(1, start, c)).to_kind(Kind::Float); // (B, c, V)
-        let target = batch.response_ids.narrow(1, start, c).unsqueeze(-1); // (B, c, 1)
-        let picked = logits.gather(2, &target, false).squeeze_dim(-1); // (B, c)
-        if start == 0 {
-            first_logit = Some(picked.select(1, 0));
-        }
-        parts.push(picked - logits.logsumexp([-1], false));
-        start += c;
-    }
-    let token_logprobs = Tensor::cat(&parts, 1) * &batch.response_mask;
-    let first_logit = first_logit.expect("l > 0") * batch.response_mask.select(1, 0);
+    let raw = crate::lean::head_scores(model, batch, &h, chunk, false);
+    let token_logprobs = raw.token_logprobs * &batch.response_mask;
+    let first_logit = raw.first_logit * batch.first_response_mask();
     (
         ResponseScores {
             token_logprobs,

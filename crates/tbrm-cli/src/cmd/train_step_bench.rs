@@ -16,11 +16,11 @@ use tbrm_data::{Trajectory, TrajectorySource};
 use tbrm_model::{CausalLm, LeanOptions, ModelConfig, ModelType};
 use tbrm_train::config::Recompute;
 use tbrm_train::optim::{AdamW, AdamWConfig};
-use tbrm_train::trainer::batching::{score_logprobs, BatchPlan};
+use tbrm_train::trainer::batching::{score_logprobs_offloaded, BatchPlan};
 use tbrm_train::trainer::update::Updater;
 use tch::{Device, Kind, Tensor};
 
-use super::bench::{median, timed, TrainArgs};
+use super::bench::{bench_prompt, median, timed, TrainArgs};
 
 /// The model shape from `--preset` or the size flags.
 pub(crate) fn model_config(a: &TrainArgs) -> anyhow::Result<ModelConfig> {
@@ -199,9 +199,7 @@ pub(crate) fn run(
     let trajectories: Vec<Trajectory> = (0..a.batch as usize)
         .map(|row| Trajectory {
             prompt_key: format!("bench-{row}"),
-            prompt_ids: (0..prompt_len as usize)
-                .map(|j| ((row * 31 + j * 7) % (vocab - 3) + 3) as u32)
-                .collect(),
+            prompt_ids: bench_prompt(row, prompt_len as usize, vocab),
             response_ids: (0..response_len)
                 .map(|j| ((row * 7919 + j * 104_729) % (vocab - 3) + 3) as u32)
                 .collect(),
@@ -224,13 +222,14 @@ pub(crate) fn run(
     let mut passes = 0;
     let mut last_loss = f64::NAN;
     let secs = timed(&a.common, || {
-        if a.reference_offload {
-            reference.set_device(device);
-        }
-        let ref_lp = score_logprobs(&reference, &batch, &score, 0)?;
-        if a.reference_offload {
-            reference.set_device(Device::Cpu);
-        }
+        let ref_lp = score_logprobs_offloaded(
+            &mut reference,
+            device,
+            a.reference_offload,
+            &batch,
+            &score,
+            0,
+        )?;
         let mut updater = Updater {
             policy: &policy,
             opt: &mut opt,

@@ -182,6 +182,27 @@ pub fn score_logprobs(
     Ok(out)
 }
 
+/// [`score_logprobs`] with a model that may live in host memory between scorings
+/// (`model.reference_offload`): moved to `device` for the scoring and back to the CPU after,
+/// so it takes no device memory during the update.
+pub fn score_logprobs_offloaded(
+    model: &mut CausalLm,
+    device: Device,
+    offload: bool,
+    batch: &[&Trajectory],
+    plan: &BatchPlan,
+    pad_id: u32,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    if offload {
+        model.set_device(device);
+    }
+    let out = score_logprobs(model, batch, plan, pad_id);
+    if offload {
+        model.set_device(Device::Cpu);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -343,11 +343,15 @@ impl Trainer {
         run: RunDir,
         tokenizer_dir: PathBuf,
         policy: CausalLm,
-        reference: Option<CausalLm>,
+        mut reference: Option<CausalLm>,
         critic: Option<Critic>,
         loss: Box<dyn PolicyLoss>,
         task: TaskData,
     ) -> Result<Self, TrainError> {
+        if let (true, Some(r)) = (cfg.model.reference_offload, reference.as_mut()) {
+            // Host memory between scorings (`reference_logprobs` brings it over).
+            r.set_device(Device::Cpu);
+        }
         let tok = Tokenizer::load(&tokenizer_dir).map_err(|e| TrainError::Tokenizer {
             path: tokenizer_dir.clone(),
             message: e.to_string(),
@@ -626,14 +630,7 @@ impl Trainer {
             .reference
             .as_mut()
             .expect("reference built when the loss needs it");
-        if offload {
-            reference.set_device(device);
-        }
-        let out = batching::score_logprobs(reference, used, &score, pad);
-        if offload {
-            reference.set_device(Device::Cpu);
-        }
-        out
+        batching::score_logprobs_offloaded(reference, device, offload, used, &score, pad)
     }
 
     /// One training step. Returns `None` when `stop` was set before the step completed (its
