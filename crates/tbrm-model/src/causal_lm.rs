@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, SlotCache};
 use crate::load::{self, WeightFiles};
 use crate::models::decoder::Decoder;
 use crate::{ModelConfig, ModelError};
@@ -159,6 +159,44 @@ impl CausalLm {
     /// A fresh, empty KV cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.num_hidden_layers as usize)
+    }
+
+    /// Slot storage for the rollout engine: `slots` sequences of up to `capacity` tokens, in the
+    /// model's dtype and device.
+    pub fn new_slot_cache(&self, slots: i64, capacity: i64) -> SlotCache {
+        let c = &self.cfg;
+        SlotCache::new(
+            c.num_hidden_layers as usize,
+            slots,
+            c.num_key_value_heads,
+            capacity,
+            c.head_dim,
+            (self.dtype(), self.device()),
+        )
+    }
+
+    /// KV bytes one cached token takes in this model (every layer, keys and values).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        let c = &self.cfg;
+        SlotCache::bytes_per_token(
+            c.num_hidden_layers as usize,
+            c.num_key_value_heads,
+            c.head_dim,
+            self.dtype(),
+        )
+    }
+
+    /// One decode step over slot storage (see `Decoder::decode_slots`): ids (S, 1), positions
+    /// (S,) -> next-token logits (S, V) in float32.
+    pub fn decode_slots(
+        &self,
+        ids: &Tensor,
+        pos: &Tensor,
+        window: i64,
+        cache: &SlotCache,
+    ) -> Tensor {
+        let h = self.model.decode_slots(ids, pos, window, cache);
+        self.lm_head(&h.squeeze_dim(1)).to_kind(Kind::Float)
     }
 
     /// ids (B, T) int64, mask (B, T_past + T) 0/1 (left padding allowed; T_past from `cache`)

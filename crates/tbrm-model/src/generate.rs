@@ -1,14 +1,10 @@
-//! Batched sampling with a KV cache.
-//!
-//! Prompts are left-padded into one (B, P) batch and prefilled once; then each step feeds one
-//! token per unfinished row and appends to the cache. Rows that finish (EOS id, stop string,
-//! `max_new_tokens`) are dropped from the batch and from the cache (`KvCache::select_rows`),
-//! so long tails do not pay for finished rows; the loop ends when no row is left.
+//! Sampling: parameters, outputs, and the token choice shared by the rollout engine
+//! ([`crate::engine`], which schedules the sequences) and the [`generate`] convenience call.
 //!
 //! Sampling follows transformers' logits-processor order: temperature, then top-k, then top-p
 //! (nucleus, Holtzman et al. 2019: keep the smallest set of most likely tokens whose mass
 //! reaches `top_p`). Temperature 0 is greedy argmax. Randomness comes from one ChaCha8 stream
-//! per row (`seed`, stream = row index), drawn on the host as one uniform per row and step and
+//! per sample (its `SampleKey`), drawn on the host as one uniform per sample and step and
 //! turned into a token by inverse-CDF search over the filtered distribution, so the same seed
 //! gives the same tokens on CPU regardless of torch's global generator or other threads.
 //!
@@ -22,13 +18,11 @@
 //! that completed a stop string when it stopped on one. `text` is the response decoded without
 //! special tokens; on a stop string it is cut where the stop string starts (vLLM's default).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use crate::layers::packed::DecodePacking;
-use crate::{CausalLm, ModelError, Tokenizer, TokenizerError};
+use crate::engine::{generate_requests, EngineOptions, Request, SampleKey};
+use crate::{CausalLm, ModelError, Tokenizer};
 
 /// How to sample. `top_k == 0` and `top_p == 1.0` switch those filters off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,7 +61,7 @@ impl SamplingParams {
         }
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let bad = |key: &str, msg: String| Err(ModelError::config("<sampling>", key, msg));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return bad(
@@ -108,212 +102,48 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-fn tok_err(e: TokenizerError) -> ModelError {
-    ModelError::config("tokenizer.json", "decode", e.to_string())
-}
-
-/// Samples a continuation for every prompt (token ids, unpadded). Runs without autograd.
+/// Samples a continuation for every prompt (token ids, unpadded) through the rollout engine
+/// ([`crate::engine`]) with default sizing. Row i draws from the ChaCha8 stream
+/// `(params.seed, i)`. Runs without autograd.
 pub fn generate(
     model: &CausalLm,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     params: &SamplingParams,
 ) -> Result<Vec<Generation>, ModelError> {
-    params.validate()?;
-    let vocab = model.config().vocab_size;
-    for (i, p) in prompts.iter().enumerate() {
-        if p.is_empty() {
-            return Err(ModelError::config(
-                "<generate>",
-                "prompts",
-                format!("prompt {i} is empty"),
-            ));
-        }
-        if let Some(&t) = p.iter().find(|&&t| i64::from(t) >= vocab) {
-            return Err(ModelError::config(
-                "<generate>",
-                "prompts",
-                format!("prompt {i} has token id {t} >= vocab_size {vocab}"),
-            ));
-        }
-    }
-    if prompts.is_empty() {
-        return Ok(Vec::new());
-    }
-    tch::no_grad(|| {
-        // Decode steps reuse every weight; on the CPU a prepacked copy of each (MKL) is faster.
-        // The copies cost one more model's worth of memory, so only for models up to 1B params.
-        let _packing = (model.device() == Device::Cpu && model.num_parameters() <= 1_000_000_000)
-            .then(DecodePacking::new);
-        generate_inner(model, tok, prompts, params)
-    })
-}
-
-/// Per-row decoding state.
-struct Row {
-    response: Vec<u32>,
-    logprobs: Vec<f32>,
-    finish: Option<FinishReason>,
-    rng: ChaCha8Rng,
-}
-
-/// Left-pads `rows` to their longest length: (ids, mask), both (B, P) int64 on `device`.
-pub(crate) fn left_pad(rows: &[&[u32]], pad: u32, device: Device) -> (Tensor, Tensor) {
-    let p = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * p);
-    let mut mask = Vec::with_capacity(rows.len() * p);
-    for r in rows {
-        let n = p - r.len();
-        ids.extend(std::iter::repeat_n(i64::from(pad), n));
-        mask.extend(std::iter::repeat_n(0i64, n));
-        ids.extend(r.iter().map(|&t| i64::from(t)));
-        mask.extend(std::iter::repeat_n(1i64, r.len()));
-    }
-    let shape = [rows.len() as i64, p as i64];
-    (
-        Tensor::from_slice(&ids).view(shape).to_device(device),
-        Tensor::from_slice(&mask).view(shape).to_device(device),
-    )
-}
-
-fn generate_inner(
-    model: &CausalLm,
-    tok: &Tokenizer,
-    prompts: &[Vec<u32>],
-    params: &SamplingParams,
-) -> Result<Vec<Generation>, ModelError> {
-    let device = model.device();
-    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
-    let (ids, mut mask) = left_pad(&refs, tok.pad_token_id(), device);
-    let mut rows: Vec<Row> = (0..prompts.len())
-        .map(|i| {
-            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-            rng.set_stream(i as u64);
-            Row {
-                response: Vec::new(),
-                logprobs: Vec::new(),
-                finish: None,
-                rng,
-            }
+    let requests: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            prompt: p.clone(),
+            samples: vec![SampleKey {
+                seed: params.seed,
+                stream: i as u64,
+            }],
         })
         .collect();
-    let eos = tok.eos_token_ids();
-    let stop_window = params
-        .stop
-        .iter()
-        .map(|s| s.chars().count())
-        .max()
-        .unwrap_or(0)
-        + 8;
-    // Rows still in the batch, in batch order.
-    let mut active: Vec<usize> = (0..prompts.len()).collect();
-    let mut cache = model.new_cache();
-
-    let p = ids.size()[1];
-    let hidden = model.hidden_states(&ids, &mask, Some(&mut cache));
-    let mut logits = model.lm_head(&hidden.select(1, p - 1)).to_kind(Kind::Float); // (B, V)
-
-    if params.max_new_tokens == 0 {
-        for r in &mut rows {
-            r.finish = Some(FinishReason::Length);
-        }
-        active.clear();
-    }
-    while !active.is_empty() {
-        let logp = logits.log_softmax(-1, Kind::Float);
-        let next = {
-            // `active` is ascending (rows are only ever dropped), so this is batch order.
-            let mut rngs: Vec<&mut ChaCha8Rng> = rows
-                .iter_mut()
-                .filter(|r| r.finish.is_none())
-                .map(|r| &mut r.rng)
-                .collect();
-            sample(&logits, &logp, params, &mut rngs)
-        };
-        let chosen_lp = logp.gather(1, &next.unsqueeze(1), false).squeeze_dim(1);
-        let next_v: Vec<i64> = Vec::try_from(&next).map_err(ModelError::from)?;
-        let lp_v: Vec<f32> = Vec::try_from(&chosen_lp).map_err(ModelError::from)?;
-
-        let mut keep = Vec::with_capacity(active.len());
-        for (j, &r) in active.iter().enumerate() {
-            let row = &mut rows[r];
-            let t = next_v[j] as u32;
-            row.response.push(t);
-            row.logprobs.push(lp_v[j]);
-            if eos.contains(&t) {
-                row.finish = Some(FinishReason::Eos);
-            } else if !params.stop.is_empty() {
-                let from = row.response.len().saturating_sub(stop_window);
-                let tail = tok.decode(&row.response[from..], false).map_err(tok_err)?;
-                if params.stop.iter().any(|s| tail.contains(s.as_str())) {
-                    row.finish = Some(FinishReason::Stop);
-                }
-            }
-            if row.finish.is_none() && row.response.len() >= params.max_new_tokens {
-                row.finish = Some(FinishReason::Length);
-            }
-            if row.finish.is_none() {
-                keep.push(j);
-            }
-        }
-        if keep.is_empty() {
-            break;
-        }
-        let mut next_in = next;
-        if keep.len() < active.len() {
-            let idx = Tensor::from_slice(&keep.iter().map(|&j| j as i64).collect::<Vec<_>>())
-                .to_device(device);
-            cache.select_rows(&idx);
-            mask = mask.index_select(0, &idx);
-            next_in = next_in.index_select(0, &idx);
-            active = keep.iter().map(|&j| active[j]).collect();
-        }
-        let b = active.len() as i64;
-        mask = Tensor::cat(&[&mask, &Tensor::ones([b, 1], (Kind::Int64, device))], 1);
-        logits = model
-            .forward(&next_in.view([b, 1]), &mask, Some(&mut cache))
-            .squeeze_dim(1);
-    }
-
-    rows.into_iter()
-        .zip(prompts)
-        .map(|(row, prompt)| {
-            let finish = row.finish.unwrap_or(FinishReason::Length);
-            let text = if finish == FinishReason::Stop {
-                let full = tok.decode(&row.response, false).map_err(tok_err)?;
-                let cut = params
-                    .stop
-                    .iter()
-                    .filter_map(|s| full.find(s.as_str()))
-                    .min()
-                    .unwrap_or(full.len());
-                full[..cut].to_string()
-            } else {
-                tok.decode(&row.response, true).map_err(tok_err)?
-            };
-            Ok(Generation {
-                prompt_ids: prompt.clone(),
-                response_ids: row.response,
-                logprobs: row.logprobs,
-                text,
-                finish,
-            })
-        })
-        .collect()
+    let out = generate_requests(
+        model,
+        tok,
+        &requests,
+        params,
+        &EngineOptions::default(),
+        None,
+    )?;
+    Ok(out.generations.into_iter().flatten().collect())
 }
 
-/// Next token per row from f32 logits (b, V) and their `log_softmax` `logp`; one uniform draw
-/// per row from `rngs`.
-fn sample(
+/// Next token per row from f32 logits (b, V) and their `log_softmax` `logp`, given one uniform
+/// in [0, 1) per row, `u` (b, 1) on the logits' device (unused when greedy).
+pub(crate) fn sample(
     logits: &Tensor,
     logp: &Tensor,
     params: &SamplingParams,
-    rngs: &mut [&mut ChaCha8Rng],
+    u: Option<&Tensor>,
 ) -> Tensor {
     if params.temperature == 0.0 {
         return logits.argmax(-1, false);
     }
-    let b = logits.size()[0];
     let v = logits.size()[1];
     let use_top_k = params.top_k > 0 && (params.top_k as i64) < v;
     let use_top_p = params.top_p < 1.0;
@@ -344,11 +174,7 @@ fn sample(
     let cdf = probs.cumsum(-1, Kind::Float);
     let last = cdf.size()[1] - 1;
     let total = cdf.narrow(1, last, 1); // (b, 1)
-    let u: Vec<f32> = rngs.iter_mut().map(|r| r.gen::<f32>()).collect();
-    let u = Tensor::from_slice(&u)
-        .view([b, 1])
-        .to_device(logits.device())
-        * &total;
+    let u = u.expect("sampling at temperature > 0 needs one uniform per row") * &total;
     // First index whose cumulative mass exceeds u (a binary search per row; the cdf is
     // non-decreasing): zero-probability entries never qualify.
     let pos = u
@@ -364,6 +190,8 @@ fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn rngs(n: usize, seed: u64) -> Vec<ChaCha8Rng> {
         (0..n)
@@ -380,9 +208,10 @@ mod tests {
         let mut gens = rngs(b, p.seed);
         let mut out = vec![Vec::new(); b];
         for _ in 0..n {
-            let mut refs: Vec<&mut ChaCha8Rng> = gens.iter_mut().collect();
+            let u: Vec<f32> = gens.iter_mut().map(|r| r.gen::<f32>()).collect();
+            let u = Tensor::from_slice(&u).view([b as i64, 1]);
             let logp = logits.log_softmax(-1, Kind::Float);
-            let t: Vec<i64> = Vec::try_from(sample(logits, &logp, p, &mut refs)).unwrap();
+            let t: Vec<i64> = Vec::try_from(sample(logits, &logp, p, Some(&u))).unwrap();
             for (o, t) in out.iter_mut().zip(t) {
                 o.push(t);
             }
@@ -491,18 +320,5 @@ mod tests {
             let err = p.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
-    }
-
-    #[test]
-    fn left_pad_pads_on_the_left() {
-        let (ids, mask) = left_pad(&[&[5, 6, 7], &[9]], 0, Device::Cpu);
-        assert_eq!(
-            Vec::<i64>::try_from(ids.view([-1])).unwrap(),
-            vec![5, 6, 7, 0, 0, 9]
-        );
-        assert_eq!(
-            Vec::<i64>::try_from(mask.view([-1])).unwrap(),
-            vec![1, 1, 1, 0, 0, 1]
-        );
     }
 }

@@ -127,6 +127,87 @@ impl KvCache {
     }
 }
 
+/// Preallocated KV storage for the rollout engine (`crate::engine`): per layer, keys and values
+/// of `slots` sequences, each with room for `capacity` positions, (slots, nkv, capacity, hs).
+/// A slot holds one sequence from position 0 (no padding); the engine tracks each slot's length
+/// and masks the positions past it. Zero-initialised, so positions never written hold finite
+/// values (a masked key must still not be NaN: its weight is 0, and 0 * NaN is NaN).
+#[derive(Debug)]
+pub struct SlotCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl SlotCache {
+    /// Storage for `slots` sequences of up to `capacity` tokens of a model with `layers`
+    /// layers, `kv_heads` key/value heads of `head_dim`.
+    pub fn new(
+        layers: usize,
+        slots: i64,
+        kv_heads: i64,
+        capacity: i64,
+        head_dim: i64,
+        options: (tch::Kind, tch::Device),
+    ) -> Self {
+        let buf = || Tensor::zeros([slots, kv_heads, capacity, head_dim], options);
+        SlotCache {
+            k: (0..layers).map(|_| buf()).collect(),
+            v: (0..layers).map(|_| buf()).collect(),
+        }
+    }
+
+    /// Bytes of storage per cached token: keys and values of every layer.
+    pub fn bytes_per_token(layers: usize, kv_heads: i64, head_dim: i64, kind: tch::Kind) -> u64 {
+        2 * layers as u64 * (kv_heads * head_dim) as u64 * kind.elt_size_in_bytes() as u64
+    }
+
+    pub fn slots(&self) -> i64 {
+        self.k.first().map_or(0, |k| k.size()[0])
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.k.first().map_or(0, |k| k.size()[2])
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.k.len()
+    }
+
+    /// Layer `i`'s (keys, values) storage.
+    pub(crate) fn layer(&self, i: usize) -> (&Tensor, &Tensor) {
+        (&self.k[i], &self.v[i])
+    }
+
+    /// Copies the first `len` positions of a prefill's cache into slots: slot `slots[j]` gets
+    /// row `rows[j]` of `src` (so one prefilled prompt can fill several slots). Both index
+    /// tensors are 1-D int64 on the storage's device.
+    pub fn fill_from(&mut self, src: &mut KvCache, rows: &Tensor, slots: &Tensor, len: i64) {
+        assert_eq!(
+            src.num_layers(),
+            self.k.len(),
+            "prefill cache of another model"
+        );
+        for (i, layer) in src.layers.iter().enumerate() {
+            let (Some(sk), Some(sv)) = (&layer.k, &layer.v) else {
+                continue;
+            };
+            for (dst, s) in [(&self.k[i], sk), (&self.v[i], sv)] {
+                let part = s.narrow(2, 0, len).index_select(0, rows);
+                let _ = dst.narrow(2, 0, len).index_copy_(0, slots, &part);
+            }
+        }
+    }
+
+    /// Keeps only slots `keep` (1-D int64), in that order, and at most `capacity` positions:
+    /// the engine shrinks the batch once the queue is empty and few sequences are left.
+    pub fn compact(&mut self, keep: &Tensor, capacity: i64) {
+        let cap = capacity.min(self.capacity());
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *buf = buf.narrow(2, 0, cap).index_select(0, keep);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

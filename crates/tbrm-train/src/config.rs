@@ -320,8 +320,16 @@ pub struct RolloutSection {
     /// Top-k sampling (0 = off).
     pub top_k: usize,
     pub max_new_tokens: usize,
-    /// Sequences generated at once (0 = the whole step's prompts x n at once).
+    /// Most sequences decoded at once: the rollout engine's slots (0 = as many as the KV
+    /// budget allows, at most 256). A finished sequence's slot takes the next waiting one.
     pub generation_batch: usize,
+    /// KV-cache budget of the rollout engine in GiB (0 = 30% of available host memory on the
+    /// CPU, 50% of free GPU memory on CUDA).
+    pub kv_cache_gb: f64,
+    /// Most prompt tokens per prefill pass of the engine.
+    pub prefill_tokens: usize,
+    /// Decode steps between host reads of sampled tokens (0 = 1 on CPU, 8 on CUDA).
+    pub sync_every: usize,
     pub truncated: TruncatedPolicy,
 }
 
@@ -335,6 +343,9 @@ impl Default for RolloutSection {
             top_k: 0,
             max_new_tokens: 64,
             generation_batch: 0,
+            kv_cache_gb: 0.0,
+            prefill_tokens: 8192,
+            sync_every: 0,
             truncated: TruncatedPolicy::Keep,
         }
     }
@@ -586,6 +597,8 @@ impl TrainConfig {
         at_least_one("rollout.prompt_batch", r.prompt_batch)?;
         at_least_one("rollout.max_new_tokens", r.max_new_tokens)?;
         non_negative("rollout.temperature", r.temperature)?;
+        non_negative("rollout.kv_cache_gb", r.kv_cache_gb)?;
+        at_least_one("rollout.prefill_tokens", r.prefill_tokens)?;
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             return Err(ConfigError::invalid(
                 "rollout.top_p",

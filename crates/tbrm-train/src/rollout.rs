@@ -2,12 +2,20 @@
 //! current weights in this process (no weight sync), rewarded, and packed as tbrm-data
 //! `Trajectory` records; plus greedy held-out evaluation.
 //!
-//! Sampling seeds are derived from (run seed, step, batch, chunk) by SplitMix64 (Steele, Lea &
-//! Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014), so a resumed run
-//! samples exactly the tokens an uninterrupted one would.
+//! All of a step's prompts go to the rollout engine at once (`tbrm_model::engine`: continuous
+//! batching, each prompt prefilled once for its n samples). A sample's random stream is keyed
+//! by (run seed, step, batch, prompt id, rollout index) through SplitMix64 (Steele, Lea & Flood,
+//! "Fast splittable pseudorandom number generators", OOPSLA 2014), never by its place in the
+//! batch: a resumed run samples exactly the tokens an uninterrupted one would, and a prompt's
+//! samples do not change with the other prompts of the step or the engine's slot count.
 
+use std::collections::HashMap;
 use tbrm_data::{Problem, PromptTemplate, RenderedPrompt, Trajectory, TrajectorySource};
-use tbrm_model::{generate, CausalLm, FinishReason, SamplingParams, Tokenizer};
+
+use tbrm_model::{
+    generate_requests, CausalLm, EngineOptions, FinishReason, Request, SampleKey, SamplingParams,
+    Tokenizer,
+};
 
 use crate::config::{RolloutSection, TruncatedPolicy};
 use crate::metrics::Sample;
@@ -77,6 +85,43 @@ pub fn derive_seed(seed: u64, step: u64, stream: u64) -> u64 {
     mix64(mix64(mix64(seed) ^ step) ^ stream)
 }
 
+/// FNV-1a of a prompt id: a stable 64-bit name for the prompt, whatever its place in a batch.
+pub fn prompt_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One engine request per problem, its `n` samples on streams 0..n of a seed keyed by the
+/// call's `seed` and the prompt id (and its occurrence, should a prompt appear twice).
+pub fn sample_requests(problems: &[&EncodedProblem], n: usize, seed: u64) -> Vec<Request> {
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    problems
+        .iter()
+        .map(|p| {
+            let occurrence = seen.entry(p.problem.id.as_str()).or_insert(0);
+            let key = derive_seed(seed, prompt_hash(&p.problem.id), *occurrence);
+            *occurrence += 1;
+            Request {
+                prompt: p.prompt_ids.clone(),
+                samples: (0..n as u64)
+                    .map(|stream| SampleKey { seed: key, stream })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The engine sizing of the `[rollout]` section.
+pub fn engine_options(settings: &RolloutSection) -> EngineOptions {
+    EngineOptions {
+        max_slots: settings.generation_batch,
+        kv_cache_bytes: (settings.kv_cache_gb * (1u64 << 30) as f64) as u64,
+        prefill_tokens: settings.prefill_tokens,
+        sync_every: settings.sync_every,
+    }
+}
+
 /// What one round of sampling produced.
 pub struct Rollouts {
     pub trajectories: Vec<Trajectory>,
@@ -100,34 +145,32 @@ pub fn rollout(
     source: TrajectorySource,
     keep_samples: usize,
 ) -> Result<Rollouts, TrainError> {
-    let mut expanded: Vec<&EncodedProblem> = Vec::with_capacity(problems.len() * settings.n);
-    for p in problems {
-        for _ in 0..settings.n {
-            expanded.push(p);
-        }
-    }
-    let chunk = if settings.generation_batch == 0 {
-        expanded.len().max(1)
-    } else {
-        settings.generation_batch
+    let params = SamplingParams {
+        temperature: settings.temperature,
+        top_p: settings.top_p,
+        top_k: settings.top_k,
+        max_new_tokens: settings.max_new_tokens,
+        stop: Vec::new(),
+        seed: 0,
     };
+    let requests = sample_requests(problems, settings.n, seed);
+    let out = generate_requests(
+        model,
+        tok,
+        &requests,
+        &params,
+        &engine_options(settings),
+        None,
+    )
+    .map_err(TrainError::Generation)?;
+    let generations = out.generations;
     let mut out = Rollouts {
-        trajectories: Vec::with_capacity(expanded.len()),
+        trajectories: Vec::with_capacity(problems.len() * settings.n),
         samples: Vec::new(),
         tokens: 0,
     };
-    for (c, part) in expanded.chunks(chunk).enumerate() {
-        let prompts: Vec<Vec<u32>> = part.iter().map(|p| p.prompt_ids.clone()).collect();
-        let params = SamplingParams {
-            temperature: settings.temperature,
-            top_p: settings.top_p,
-            top_k: settings.top_k,
-            max_new_tokens: settings.max_new_tokens,
-            stop: Vec::new(),
-            seed: mix64(seed ^ c as u64),
-        };
-        let gens = generate(model, tok, &prompts, &params).map_err(TrainError::Generation)?;
-        for (p, g) in part.iter().zip(gens) {
+    for (p, gens) in problems.iter().zip(generations) {
+        for g in gens {
             if g.response_ids.is_empty() {
                 // generate always emits at least one token; an empty response has no action
                 // to train on, so it would only be noise in the metrics.
@@ -165,29 +208,42 @@ pub fn rollout(
 }
 
 /// Held-out accuracy (0..1): one greedy response per problem, judged by
-/// [`Reward::is_correct`].
+/// [`Reward::is_correct`]; at most `batch` sequences decoded at once (0 = the engine's choice).
 pub fn evaluate(
     model: &CausalLm,
     tok: &Tokenizer,
     problems: &[EncodedProblem],
     max_new_tokens: usize,
     batch: usize,
+    engine: &EngineOptions,
     reward: &dyn Reward,
 ) -> Result<f64, TrainError> {
     if problems.is_empty() {
         return Ok(0.0);
     }
+    let requests: Vec<Request> = problems
+        .iter()
+        .map(|p| Request {
+            prompt: p.prompt_ids.clone(),
+            samples: vec![SampleKey { seed: 0, stream: 0 }],
+        })
+        .collect();
+    let opts = EngineOptions {
+        max_slots: batch,
+        ..engine.clone()
+    };
+    let out = generate_requests(
+        model,
+        tok,
+        &requests,
+        &SamplingParams::greedy(max_new_tokens),
+        &opts,
+        None,
+    )
+    .map_err(TrainError::Generation)?;
     let mut correct = 0usize;
-    for part in problems.chunks(batch.max(1)) {
-        let prompts: Vec<Vec<u32>> = part.iter().map(|p| p.prompt_ids.clone()).collect();
-        let gens = generate(
-            model,
-            tok,
-            &prompts,
-            &SamplingParams::greedy(max_new_tokens),
-        )
-        .map_err(TrainError::Generation)?;
-        for (p, g) in part.iter().zip(gens) {
+    for (p, gens) in problems.iter().zip(&out.generations) {
+        for g in gens {
             if reward.is_correct(&p.problem, &g.text)? {
                 correct += 1;
             }
@@ -207,5 +263,33 @@ mod tests {
         assert_ne!(a, derive_seed(1, 0, 1));
         assert_ne!(a, derive_seed(2, 0, 0));
         assert_eq!(a, derive_seed(1, 0, 0));
+    }
+
+    #[test]
+    fn sample_keys_follow_the_prompt_not_its_place() {
+        let prob = |id: &str| EncodedProblem {
+            problem: Problem {
+                id: id.into(),
+                prompt: tbrm_data::PromptInput::Text(String::new()),
+                answer: "1".into(),
+                source: "test".into(),
+                extra: serde_json::Value::Null,
+            },
+            prompt_text: String::new(),
+            prompt_ids: vec![1, 2],
+        };
+        let (a, b) = (prob("a"), prob("b"));
+        let ab = sample_requests(&[&a, &b], 3, 7);
+        let ba = sample_requests(&[&b, &a], 3, 7);
+        assert_eq!(ab[0], ba[1]);
+        assert_eq!(ab[1], ba[0]);
+        assert_ne!(ab[0].samples[0].seed, ab[1].samples[0].seed);
+        let streams: Vec<u64> = ab[0].samples.iter().map(|k| k.stream).collect();
+        assert_eq!(streams, vec![0, 1, 2]);
+        // A prompt seen twice in one call gets fresh samples the second time.
+        let aa = sample_requests(&[&a, &a], 1, 7);
+        assert_ne!(aa[0].samples[0].seed, aa[1].samples[0].seed);
+        // Another call seed, other samples.
+        assert_ne!(sample_requests(&[&a], 1, 8)[0], ab[0]);
     }
 }

@@ -12,6 +12,23 @@ use super::rope::apply_rotary;
 use crate::kv_cache::LayerKv;
 use crate::ModelConfig;
 
+/// Where a forward pass's new keys and values go.
+pub(crate) enum KvWrite<'a> {
+    /// Nowhere: attend over this pass's tokens only (training, scoring).
+    None,
+    /// Appended to a growing cache (prefill).
+    Append(&'a mut LayerKv),
+    /// One new token per sequence written into preallocated slot storage (slots, nkv, L, hs)
+    /// at `index` ((slots, nkv, 1, hs) int64, each sequence's position), attending over the
+    /// first `window` positions (the mask hides each row's unused tail).
+    Slots {
+        k: &'a Tensor,
+        v: &'a Tensor,
+        index: &'a Tensor,
+        window: i64,
+    },
+}
+
 pub(crate) struct Attention {
     q_proj: Linear,
     k_proj: Linear,
@@ -52,7 +69,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &AttnMask,
-        cache: Option<&mut LayerKv>,
+        kv: KvWrite,
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("attention input must be (B, T, C)");
         let hs = self.head_dim;
@@ -71,9 +88,20 @@ impl Attention {
                                                                       // `linear`), and SDPA's CPU kernel ran about 2x slower on those strides.
         let q = apply_rotary(&q, cos, sin).contiguous();
         let k = apply_rotary(&k, cos, sin);
-        let (k, v) = match cache {
-            Some(cache) => cache.append(&k, &v), // (B, nkv, T_past + T, hs)
-            None => (k, v),
+        let (k, v) = match kv {
+            KvWrite::Append(cache) => cache.append(&k, &v), // (B, nkv, T_past + T, hs)
+            KvWrite::None => (k, v),
+            KvWrite::Slots {
+                k: kb,
+                v: vb,
+                index,
+                window,
+            } => {
+                // Shallow handles on the slot storage: the writes land in place.
+                let _ = kb.shallow_clone().scatter_(2, index, &k);
+                let _ = vb.shallow_clone().scatter_(2, index, &v);
+                (kb.narrow(2, 0, window), vb.narrow(2, 0, window))
+            }
         };
         let gqa = self.n_kv_head != self.n_head;
         let y = match mask {

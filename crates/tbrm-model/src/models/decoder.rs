@@ -4,8 +4,8 @@
 
 use tch::{nn, Tensor};
 
-use crate::kv_cache::KvCache;
-use crate::layers::attention::Attention;
+use crate::kv_cache::{KvCache, SlotCache};
+use crate::layers::attention::{Attention, KvWrite};
 use crate::layers::mask::{position_ids, AttnMask};
 use crate::layers::mlp::Mlp;
 use crate::layers::rms_norm::RmsNorm;
@@ -37,11 +37,11 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         mask: &AttnMask,
-        cache: Option<&mut crate::kv_cache::LayerKv>,
+        kv: KvWrite,
     ) -> Tensor {
         let x = x + self
             .self_attn
-            .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
+            .forward(&self.input_layernorm.forward(x), cos, sin, mask, kv);
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
 }
@@ -87,8 +87,48 @@ impl Decoder {
         let mut x = self.embed(ids); // (B, T, C)
         let ctx = self.context(mask, t, x.kind());
         for i in 0..self.layers.len() {
-            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
-            x = self.layers[i].forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, layer_cache);
+            let kv = match cache.as_deref_mut() {
+                Some(c) => KvWrite::Append(c.layer_mut(i)),
+                None => KvWrite::None,
+            };
+            x = self.layers[i].forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, kv);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// One decode step over slot storage: ids (S, 1), `pos` (S,) int64 each slot's position
+    /// (= its cached length), `window` > every position -> final-normed hidden (S, 1, C).
+    /// The new keys and values are written at `pos`; row s attends to positions 0..=pos[s].
+    /// One mask and one RoPE table per step, shared by every layer.
+    pub fn decode_slots(
+        &self,
+        ids: &Tensor,
+        pos: &Tensor,
+        window: i64,
+        cache: &SlotCache,
+    ) -> Tensor {
+        let s = ids.size()[0];
+        assert_eq!(
+            cache.num_layers(),
+            self.layers.len(),
+            "SlotCache of another model"
+        );
+        let mut x = self.embed(ids); // (S, 1, C)
+        let (cos, sin) = self.rope.cos_sin(&pos.view([s, 1]), x.kind());
+        let keys = Tensor::arange(window, (tch::Kind::Int64, pos.device())).view([1, window]);
+        let mask = AttnMask::Explicit(keys.le_tensor(&pos.view([s, 1])).view([s, 1, 1, window]));
+        let (k0, _) = cache.layer(0);
+        let (nkv, hs) = (k0.size()[1], k0.size()[3]);
+        let index = pos.view([s, 1, 1, 1]).expand([s, nkv, 1, hs], false);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (k, v) = cache.layer(i);
+            let kv = KvWrite::Slots {
+                k,
+                v,
+                index: &index,
+                window,
+            };
+            x = layer.forward(&x, &cos, &sin, &mask, kv);
         }
         self.norm.forward(&x)
     }
@@ -114,7 +154,7 @@ impl Decoder {
 
     /// Layer `i` without a cache: (B, T, C) -> (B, T, C).
     pub fn layer_forward(&self, i: usize, x: &Tensor, ctx: &LayerContext) -> Tensor {
-        self.layers[i].forward(x, &ctx.cos, &ctx.sin, &ctx.mask, None)
+        self.layers[i].forward(x, &ctx.cos, &ctx.sin, &ctx.mask, KvWrite::None)
     }
 
     /// Moves the tensors that are not variables (RoPE frequencies) to `device`; the caller

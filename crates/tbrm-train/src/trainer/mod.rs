@@ -448,14 +448,6 @@ impl Trainer {
         self.held_out.len()
     }
 
-    fn eval_batch(&self) -> usize {
-        if self.cfg.rollout.generation_batch > 0 {
-            self.cfg.rollout.generation_batch
-        } else {
-            (self.cfg.rollout.prompt_batch * self.cfg.rollout.n).max(1)
-        }
-    }
-
     /// Greedy accuracy on the held-out set; `None` without one.
     pub fn evaluate(&self) -> Result<Option<f64>, TrainError> {
         if self.held_out.is_empty() {
@@ -466,7 +458,8 @@ impl Trainer {
             &self.tok,
             &self.held_out,
             self.cfg.rollout.max_new_tokens,
-            self.eval_batch(),
+            self.cfg.rollout.generation_batch,
+            &crate::rollout::engine_options(&self.cfg.rollout),
             self.reward.as_ref(),
         )
         .map(Some)
