@@ -11,6 +11,9 @@
 //!   `Updater`, AdamW; prints peak memory (host RSS on CPU, device memory on CUDA), tokens/s and
 //!   MFU.
 //!
+//! - `rollout`: a dataset file sampled as training does, n rollouts per prompt, EOS respected
+//!   (`rollout_bench.rs`); generated tokens per second.
+//!
 //! Timings are medians over `--repeats` runs after `--warmup` runs.
 
 use std::path::PathBuf;
@@ -35,6 +38,8 @@ enum What {
     Generate(GenArgs),
     /// Training-step (forward + backward + AdamW) tokens/s on a random model.
     TrainStep(TrainArgs),
+    /// Rollout tokens/s: a dataset's prompts, n samples each, through the rollout engine.
+    Rollout(super::rollout_bench::RolloutArgs),
 }
 
 #[derive(clap::Args)]
@@ -164,6 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Generate(a) => bench_generate(a),
         What::TrainStep(a) => bench_train_step(a),
+        What::Rollout(a) => super::rollout_bench::run(a),
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use tbrm_model::{generate, ChatMessage, SamplingParams};
+use tbrm_model::{
+    generate_requests, ChatMessage, EngineOptions, Request, SampleKey, SamplingParams,
+};
 
 use super::load_model;
 
@@ -40,7 +42,8 @@ pub struct Args {
     stop: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Number of samples of the same prompt (one batch).
+    /// Number of samples of the same prompt (the prompt is prefilled once; sample i draws
+    /// from the stream (seed, i)).
     #[arg(long, short = 'n', default_value_t = 1)]
     num_samples: usize,
     /// auto, cpu, cuda or cuda:N.
@@ -82,9 +85,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stop: args.stop.clone(),
         seed: args.seed,
     };
-    let prompts = vec![prompt_ids; args.num_samples.max(1)];
+    let request = Request {
+        prompt: prompt_ids,
+        samples: (0..args.num_samples.max(1) as u64)
+            .map(|stream| SampleKey {
+                seed: args.seed,
+                stream,
+            })
+            .collect(),
+    };
     let start = Instant::now();
-    let gens = generate(&model, &tok, &prompts, &params).context("generation failed")?;
+    let out = generate_requests(
+        &model,
+        &tok,
+        std::slice::from_ref(&request),
+        &params,
+        &EngineOptions::default(),
+        None,
+    )
+    .context("generation failed")?;
+    let gens: Vec<_> = out.generations.into_iter().flatten().collect();
     let secs = start.elapsed().as_secs_f64();
     let n_tokens: usize = gens.iter().map(|g| g.response_ids.len()).sum();
     tracing::info!(

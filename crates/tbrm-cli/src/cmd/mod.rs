@@ -4,6 +4,7 @@ pub mod bench;
 pub mod eval;
 pub mod generate;
 pub mod report;
+mod rollout_bench;
 pub mod score;
 pub mod sft;
 pub mod train;
