@@ -5,22 +5,25 @@
 //! is reported for k in 1, 2, 4, .. up to the number of samples.
 //!
 //! A run is: find the benchmark file by name, render every problem with the prompt template,
-//! generate `samples` responses per problem in batches, judge each response (the math verifier
+//! generate `samples` responses per problem, judge each response (the math verifier
 //! by default, through the [`Judge`] trait so a task with its own notion of "correct" can judge
 //! too), and score. The model sits behind the [`Generator`] trait; [`ModelGenerator`] is the
 //! tbrm-model implementation, tests also use a scripted one.
 //!
-//! Seeding. `tbrm_model::generate` draws row r of a call from the ChaCha8 stream `(call seed,
-//! r)`. Sampled benchmarks therefore run one problem per call (its samples, split into chunks
-//! of at most `batch_size`), and each call's seed is derived from `(seed, benchmark, problem
-//! index, first sample index)` only: a problem's responses do not depend on which other problems
-//! or benchmarks are in the run, nor on `--limit`, nor on `batch_size` as long as `batch_size >=
-//! samples` (the paper's 32 samples fit the default batch of 32). Packing several sampled
-//! problems into one call would tie a row's stream to its position in the pack; that needs one
-//! seed per row, which `generate` does not take. Greedy benchmarks have no randomness: rows of
-//! many problems share a batch; only float rounding differences between batch shapes could move
-//! an argmax.
+//! Seeding. Every sample draws from its own random stream: sample s of problem i of benchmark b
+//! gets the seed [`derive_seed`]`(seed, b, i, s)` ([`GenRequest::seeds`]; the rollout engine,
+//! `tbrm_model::engine`, keys each sample separately). A problem's responses therefore do not
+//! depend on which other problems or benchmarks are in the run, nor on `--limit`, nor on
+//! `batch_size`, up to float rounding differences between batch shapes (which could move a
+//! sampled token at a probability boundary, or a greedy argmax). Greedy benchmarks have no
+//! randomness; their seeds are passed but unused.
+//!
+//! Calls. Each `generate` call takes consecutive problems, each one request with all its samples
+//! (they share the prompt's prefill), and holds problems until it has at least `batch_size`
+//! sequences or the problems run out (one problem with more samples than `batch_size` is a call
+//! of its own); the engine decodes at most `batch_size` sequences at once.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -86,7 +89,8 @@ pub struct EvalConfig {
     /// distribution at temperature 1.0).
     pub top_p: f64,
     pub seed: u64,
-    /// Most sequences per `generate` call.
+    /// Most sequences decoded at once; a `generate` call holds whole problems until it has at
+    /// least this many sequences (see the module doc).
     pub batch_size: usize,
     /// Evaluate only the first N problems of each benchmark (smoke runs).
     pub limit: Option<usize>,
@@ -223,7 +227,16 @@ pub struct DecodeParams {
     pub temperature: f64,
     pub top_p: f64,
     pub max_new_tokens: usize,
-    pub seed: u64,
+    /// Most sequences decoded at once ([`EvalConfig::batch_size`]).
+    pub max_batch: usize,
+}
+
+/// One prompt and the samples to draw from it: one response per seed, each from its own
+/// random stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub seeds: Vec<u64>,
 }
 
 /// One generated response.
@@ -239,12 +252,13 @@ pub struct GeneratedText {
 /// A model that turns rendered prompts into token ids and continues them.
 pub trait Generator {
     fn encode_prompt(&self, prompt: &RenderedPrompt) -> Result<Vec<u32>, String>;
-    /// One response per prompt, in order.
+    /// `output[r]` holds one response per seed of `requests[r]`, in order. A response depends
+    /// only on its prompt, its seed and `params` (not on the other requests).
     fn generate(
         &self,
-        prompts: &[Vec<u32>],
+        requests: &[GenRequest],
         params: &DecodeParams,
-    ) -> Result<Vec<GeneratedText>, String>;
+    ) -> Result<Vec<Vec<GeneratedText>>, String>;
 }
 
 /// Told how a run advances, so a front end can draw a progress bar.
@@ -305,8 +319,8 @@ impl BenchmarkRun {
 }
 
 /// FNV-1a then the SplitMix64 finaliser (Steele, Lea, Flood, "Fast splittable pseudorandom
-/// number generators", OOPSLA 2014): a stable 64-bit seed from the run seed and a row's place.
-pub fn derive_seed(seed: u64, benchmark: &str, problem_index: usize, first_sample: usize) -> u64 {
+/// number generators", OOPSLA 2014): a stable 64-bit seed from the run seed and a sample's place.
+pub fn derive_seed(seed: u64, benchmark: &str, problem_index: usize, sample: usize) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -318,53 +332,21 @@ pub fn derive_seed(seed: u64, benchmark: &str, problem_index: usize, first_sampl
     eat(benchmark.as_bytes());
     eat(&[0xff]);
     eat(&(problem_index as u64).to_le_bytes());
-    eat(&(first_sample as u64).to_le_bytes());
+    eat(&(sample as u64).to_le_bytes());
     let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-/// One `generate` call: rows `(problem, sample)` and the seed of the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Batch {
-    rows: Vec<(usize, usize)>,
-    seed: u64,
-}
-
-/// Plans the `generate` calls of a benchmark (see the module doc on seeding).
-fn plan_batches(
-    n_problems: usize,
-    p: Protocol,
-    batch_size: usize,
-    seed: u64,
-    benchmark: &str,
-) -> Vec<Batch> {
-    let mut out = Vec::new();
-    if p.temperature == 0.0 {
-        let rows: Vec<(usize, usize)> = (0..n_problems)
-            .flat_map(|i| (0..p.samples).map(move |s| (i, s)))
-            .collect();
-        for chunk in rows.chunks(batch_size) {
-            out.push(Batch {
-                rows: chunk.to_vec(),
-                seed: derive_seed(seed, benchmark, chunk[0].0, chunk[0].1),
-            });
-        }
-    } else {
-        for i in 0..n_problems {
-            let mut start = 0;
-            while start < p.samples {
-                let end = (start + batch_size).min(p.samples);
-                out.push(Batch {
-                    rows: (start..end).map(|s| (i, s)).collect(),
-                    seed: derive_seed(seed, benchmark, i, start),
-                });
-                start = end;
-            }
-        }
-    }
-    out
+/// Plans the `generate` calls of a benchmark (see the module doc): consecutive ranges of
+/// problems, each the fewest that hold at least `batch_size` sequences, the last one what is left.
+fn plan_calls(n_problems: usize, samples: usize, batch_size: usize) -> Vec<Range<usize>> {
+    let per_call = batch_size.div_ceil(samples.max(1)).max(1);
+    (0..n_problems)
+        .step_by(per_call)
+        .map(|start| start..(start + per_call).min(n_problems))
+        .collect()
 }
 
 /// Runs one benchmark, given by name (looked up in `cfg.data_dir`) or path.
@@ -427,7 +409,7 @@ fn run_problems(
     progress: &mut dyn Progress,
 ) -> Result<BenchmarkRun, EvalError> {
     let started = Instant::now();
-    let prompts: Vec<Vec<u32>> = problems
+    let mut prompts: Vec<Vec<u32>> = problems
         .iter()
         .map(|p| {
             generator
@@ -441,48 +423,54 @@ fn run_problems(
 
     let total = problems.len() * proto.samples;
     progress.benchmark_started(name, total);
-    let mut texts: Vec<Vec<Option<GeneratedText>>> =
-        vec![vec![None; proto.samples]; problems.len()];
-    let mut done = 0;
-    for batch in plan_batches(problems.len(), proto, cfg.batch_size, cfg.seed, name) {
-        let batch_prompts: Vec<Vec<u32>> = batch
-            .rows
-            .iter()
-            .map(|&(i, _)| prompts[i].clone())
+    let params = DecodeParams {
+        temperature: proto.temperature,
+        top_p: cfg.top_p,
+        max_new_tokens: cfg.max_new_tokens,
+        max_batch: cfg.batch_size,
+    };
+    let gen_err = |message: String| EvalError::Generate {
+        benchmark: name.to_string(),
+        message,
+    };
+    // texts[i][s]: sample s of problem i; calls cover the problems in order.
+    let mut texts: Vec<Vec<GeneratedText>> = Vec::with_capacity(problems.len());
+    for call in plan_calls(problems.len(), proto.samples, cfg.batch_size) {
+        let requests: Vec<GenRequest> = call
+            .clone()
+            .map(|i| GenRequest {
+                prompt: std::mem::take(&mut prompts[i]),
+                seeds: (0..proto.samples)
+                    .map(|s| derive_seed(cfg.seed, name, i, s))
+                    .collect(),
+            })
             .collect();
-        let params = DecodeParams {
-            temperature: proto.temperature,
-            top_p: cfg.top_p,
-            max_new_tokens: cfg.max_new_tokens,
-            seed: batch.seed,
-        };
-        let out = generator
-            .generate(&batch_prompts, &params)
-            .map_err(|message| EvalError::Generate {
-                benchmark: name.to_string(),
-                message,
-            })?;
-        if out.len() != batch.rows.len() {
-            return Err(EvalError::Generate {
-                benchmark: name.to_string(),
-                message: format!("{} responses for {} prompts", out.len(), batch.rows.len()),
-            });
+        let out = generator.generate(&requests, &params).map_err(gen_err)?;
+        if out.len() != requests.len() {
+            return Err(gen_err(format!(
+                "{} outputs for {} requests",
+                out.len(),
+                requests.len()
+            )));
         }
-        for (&(i, s), g) in batch.rows.iter().zip(out) {
-            texts[i][s] = Some(g);
+        for (i, row) in call.clone().zip(out) {
+            if row.len() != proto.samples {
+                return Err(gen_err(format!(
+                    "{} responses for the {} samples of problem {}",
+                    row.len(),
+                    proto.samples,
+                    problems[i].id
+                )));
+            }
+            texts.push(row);
         }
-        done += batch.rows.len();
-        progress.samples_done(done, total);
+        progress.samples_done(texts.len() * proto.samples, total);
     }
 
     let gens: Vec<(usize, usize, GeneratedText)> = texts
         .into_iter()
         .enumerate()
-        .flat_map(|(i, row)| {
-            row.into_iter()
-                .enumerate()
-                .map(move |(s, g)| (i, s, g.expect("every planned row is generated")))
-        })
+        .flat_map(|(i, row)| row.into_iter().enumerate().map(move |(s, g)| (i, s, g)))
         .collect();
     let pairs: Vec<(String, String)> = gens
         .iter()
@@ -587,25 +575,46 @@ impl Generator for ModelGenerator<'_> {
 
     fn generate(
         &self,
-        prompts: &[Vec<u32>],
+        requests: &[GenRequest],
         params: &DecodeParams,
-    ) -> Result<Vec<GeneratedText>, String> {
+    ) -> Result<Vec<Vec<GeneratedText>>, String> {
         let sp = tbrm_model::SamplingParams {
             temperature: params.temperature,
             top_p: params.top_p,
             top_k: 0,
             max_new_tokens: params.max_new_tokens,
             stop: self.stop.clone(),
-            seed: params.seed,
+            // Ignored by the engine: every sample has its own key.
+            seed: 0,
         };
-        let gens =
-            tbrm_model::generate(self.model, self.tok, prompts, &sp).map_err(|e| e.to_string())?;
-        Ok(gens
+        let requests: Vec<tbrm_model::Request> = requests
+            .iter()
+            .map(|r| tbrm_model::Request {
+                prompt: r.prompt.clone(),
+                samples: r
+                    .seeds
+                    .iter()
+                    .map(|&seed| tbrm_model::SampleKey { seed, stream: 0 })
+                    .collect(),
+            })
+            .collect();
+        let opts = tbrm_model::EngineOptions {
+            max_slots: params.max_batch,
+            ..Default::default()
+        };
+        let out = tbrm_model::generate_requests(self.model, self.tok, &requests, &sp, &opts, None)
+            .map_err(|e| e.to_string())?;
+        Ok(out
+            .generations
             .into_iter()
-            .map(|g| GeneratedText {
-                n_tokens: g.response_ids.len(),
-                truncated: g.finish == tbrm_model::FinishReason::Length,
-                text: g.text,
+            .map(|gens| {
+                gens.into_iter()
+                    .map(|g| GeneratedText {
+                        n_tokens: g.response_ids.len(),
+                        truncated: g.finish == tbrm_model::FinishReason::Length,
+                        text: g.text,
+                    })
+                    .collect()
             })
             .collect())
     }
@@ -620,11 +629,12 @@ mod tests {
     use crate::metrics::mean_pass_at_k;
     use std::collections::BTreeSet;
 
-    /// Answers from a question -> answer table: a row is right when a hash of (call seed, row
-    /// position) is even, so sampled runs mix right and wrong and depend on the seed.
+    /// Answers from a question -> answer table: a sample is right when its seed is even, so
+    /// sampled runs mix right and wrong and depend on nothing but the seeds the runner passes.
+    /// Records every call as (seeds per request, params).
     struct Scripted {
         answers: HashMap<String, String>,
-        calls: std::cell::RefCell<Vec<(usize, DecodeParams)>>,
+        calls: std::cell::RefCell<Vec<(Vec<usize>, DecodeParams)>>,
     }
 
     impl Scripted {
@@ -637,6 +647,15 @@ mod tests {
                 calls: Default::default(),
             }
         }
+
+        /// Sequences per call.
+        fn call_sizes(&self) -> Vec<usize> {
+            self.calls
+                .borrow()
+                .iter()
+                .map(|c| c.0.iter().sum())
+                .collect()
+        }
     }
 
     impl Generator for Scripted {
@@ -648,28 +667,33 @@ mod tests {
         }
         fn generate(
             &self,
-            prompts: &[Vec<u32>],
+            requests: &[GenRequest],
             params: &DecodeParams,
-        ) -> Result<Vec<GeneratedText>, String> {
-            self.calls.borrow_mut().push((prompts.len(), *params));
-            Ok(prompts
+        ) -> Result<Vec<Vec<GeneratedText>>, String> {
+            self.calls
+                .borrow_mut()
+                .push((requests.iter().map(|r| r.seeds.len()).collect(), *params));
+            Ok(requests
                 .iter()
-                .enumerate()
-                .map(|(row, ids)| {
-                    let q: String = ids.iter().map(|&b| b as u8 as char).collect();
+                .map(|r| {
+                    let q: String = r.prompt.iter().map(|&b| b as u8 as char).collect();
                     let gold = &self.answers[&q];
-                    let right = params.temperature == 0.0
-                        || derive_seed(params.seed, "row", row, 0).is_multiple_of(2);
-                    let text = if right {
-                        format!("so \\boxed{{{gold}}}")
-                    } else {
-                        "so \\boxed{-1}".into()
-                    };
-                    GeneratedText {
-                        n_tokens: text.len(),
-                        truncated: false,
-                        text,
-                    }
+                    r.seeds
+                        .iter()
+                        .map(|seed| {
+                            let right = params.temperature == 0.0 || seed.is_multiple_of(2);
+                            let text = if right {
+                                format!("so \\boxed{{{gold}}}")
+                            } else {
+                                "so \\boxed{-1}".into()
+                            };
+                            GeneratedText {
+                                n_tokens: text.len(),
+                                truncated: false,
+                                text,
+                            }
+                        })
+                        .collect()
                 })
                 .collect())
         }
@@ -858,87 +882,43 @@ mod tests {
     }
 
     #[test]
-    fn batches_cover_every_row_once() {
-        for (proto, bs) in [
-            (
-                Protocol {
-                    samples: 1,
-                    temperature: 0.0,
-                },
-                2,
-            ),
-            (
-                Protocol {
-                    samples: 32,
-                    temperature: 1.0,
-                },
-                32,
-            ),
-            (
-                Protocol {
-                    samples: 5,
-                    temperature: 1.0,
-                },
-                2,
-            ),
-            (
-                Protocol {
-                    samples: 3,
-                    temperature: 0.5,
-                },
-                64,
-            ),
-        ] {
-            let batches = plan_batches(7, proto, bs, 0, "b");
-            let mut rows: Vec<(usize, usize)> =
-                batches.iter().flat_map(|b| b.rows.clone()).collect();
-            assert!(batches
-                .iter()
-                .all(|b| !b.rows.is_empty() && b.rows.len() <= bs));
-            rows.sort_unstable();
-            let want: Vec<(usize, usize)> = (0..7)
-                .flat_map(|i| (0..proto.samples).map(move |s| (i, s)))
-                .collect();
-            assert_eq!(rows, want, "{proto:?} batch {bs}");
-            if proto.temperature > 0.0 {
-                assert!(
-                    batches
-                        .iter()
-                        .all(|b| b.rows.iter().all(|r| r.0 == b.rows[0].0)),
-                    "one problem per sampled call"
-                );
+    fn calls_take_the_fewest_problems_that_fill_a_batch() {
+        for n in 1..=9 {
+            for samples in [1, 3, 5, 32] {
+                for bs in [1, 2, 4, 7, 32, 64] {
+                    let calls = plan_calls(n, samples, bs);
+                    let covered: Vec<usize> = calls.iter().flat_map(|c| c.clone()).collect();
+                    assert_eq!(covered, (0..n).collect::<Vec<_>>(), "{n} {samples} {bs}");
+                    for (k, c) in calls.iter().enumerate() {
+                        assert!(!c.is_empty());
+                        // Every call but the last reaches batch_size, and would not without its
+                        // last problem.
+                        if k + 1 < calls.len() {
+                            assert!(c.len() * samples >= bs, "{n} {samples} {bs} {calls:?}");
+                        }
+                        assert!((c.len() - 1) * samples < bs, "{n} {samples} {bs} {calls:?}");
+                    }
+                }
             }
         }
-        // Greedy rows of several problems share a call.
-        assert_eq!(
-            plan_batches(
-                7,
-                Protocol {
-                    samples: 1,
-                    temperature: 0.0
-                },
-                4,
-                0,
-                "b"
-            )
-            .len(),
-            2
-        );
+        assert_eq!(plan_calls(5, 1, 2), [0..2, 2..4, 4..5]);
+        assert_eq!(plan_calls(5, 3, 8), [0..3, 3..5]);
+        // A problem with more samples than batch_size is a call of its own.
+        assert_eq!(plan_calls(3, 32, 8), [0..1, 1..2, 2..3]);
     }
 
     #[test]
-    fn sampled_seeds_depend_on_problem_not_on_batching() {
-        let p = Protocol {
-            samples: 32,
-            temperature: 1.0,
-        };
-        let a = plan_batches(10, p, 32, 7, "aime24");
-        let b = plan_batches(3, p, 64, 7, "aime24");
-        assert_eq!(a[..3], b[..]);
-        let seeds: BTreeSet<u64> = a.iter().map(|x| x.seed).collect();
-        assert_eq!(seeds.len(), 10, "every problem gets its own stream");
-        assert_ne!(plan_batches(1, p, 32, 8, "aime24")[0].seed, a[0].seed);
-        assert_ne!(plan_batches(1, p, 32, 7, "aime25")[0].seed, a[0].seed);
+    fn seeds_depend_on_run_seed_benchmark_problem_and_sample() {
+        let base = derive_seed(7, "aime24", 0, 0);
+        let mut seen = BTreeSet::new();
+        for i in 0..10 {
+            for s in 0..32 {
+                assert!(seen.insert(derive_seed(7, "aime24", i, s)), "{i} {s}");
+            }
+        }
+        assert_ne!(derive_seed(8, "aime24", 0, 0), base);
+        assert_ne!(derive_seed(7, "aime25", 0, 0), base);
+        assert_eq!(derive_seed(7, "aime24", 0, 0), base);
     }
 
     #[test]
@@ -949,7 +929,7 @@ mod tests {
         let c = EvalConfig {
             samples: Some(6),
             temperature: Some(1.0),
-            batch_size: 4,
+            batch_size: 8,
             ..cfg(tmp.path())
         };
         let mut rec = Recorder::default();
@@ -990,15 +970,24 @@ mod tests {
             assert!((v - mean_pass_at_k(&correct, k).unwrap()).abs() < 1e-12);
         }
         assert!(r.pass_at_k[&6] >= r.pass_at_k[&1]);
-        // 5 problems x 2 calls (4 + 2 samples) each; progress after every call.
+        // 12 sequences fill a batch of 8: problems {0, 1}, {2, 3}, then {4}; progress after
+        // every call.
+        let calls = gen.calls.borrow();
         assert_eq!(
-            gen.calls.borrow().iter().map(|c| c.0).collect::<Vec<_>>(),
-            [4, 2, 4, 2, 4, 2, 4, 2, 4, 2]
+            calls.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+            [vec![6, 6], vec![6, 6], vec![6]]
         );
-        assert_eq!(rec.events.first().unwrap(), "start toy 30");
-        assert_eq!(rec.events[1], "4/30");
-        assert_eq!(rec.events[rec.events.len() - 2], "30/30");
-        assert_eq!(rec.events.last().unwrap(), "end toy");
+        assert!(calls.iter().all(|c| c.1
+            == DecodeParams {
+                temperature: 1.0,
+                top_p: 1.0,
+                max_new_tokens: 8,
+                max_batch: 8,
+            }));
+        assert_eq!(
+            rec.events,
+            ["start toy 30", "12/30", "24/30", "30/30", "end toy"]
+        );
 
         let out = tmp.path().join("samples-toy.jsonl");
         run.write_samples(&out).unwrap();
@@ -1007,34 +996,108 @@ mod tests {
     }
 
     #[test]
-    fn sampled_results_do_not_depend_on_limit_or_larger_batches() {
+    fn sampled_results_do_not_depend_on_batching_limit_or_other_benchmarks() {
         let tmp = tempfile::tempdir().unwrap();
         write_bench(tmp.path(), "toy");
+        write_bench(tmp.path(), "toy2");
         let gen = Scripted::new(&ROWS);
         let c = EvalConfig {
             samples: Some(4),
             temperature: Some(1.0),
             seed: 3,
+            batch_size: 1,
             ..cfg(tmp.path())
         };
-        let full = run_benchmark(&c, "toy", &gen, &MathJudge, &mut NoProgress).unwrap();
-        let c2 = EvalConfig {
-            limit: Some(2),
-            batch_size: 64,
-            ..c.clone()
+        let run = |c: &EvalConfig, b: &str| {
+            run_benchmark(c, b, &gen, &MathJudge, &mut NoProgress).unwrap()
         };
-        let part = run_benchmark(&c2, "toy", &gen, &MathJudge, &mut NoProgress).unwrap();
+        let full = run(&c, "toy");
+        // Sample s of problem i is judged from the seed derived for (toy, i, s).
+        for r in &full.samples {
+            assert_eq!(
+                r.correct,
+                derive_seed(3, "toy", r.problem_index, r.sample).is_multiple_of(2),
+                "{r:?}"
+            );
+        }
+        // Batches of 2, 3 and all 5 problems per call: each problem sits at other offsets.
+        for bs in [6, 9, 64] {
+            let packed = run(
+                &EvalConfig {
+                    batch_size: bs,
+                    ..c.clone()
+                },
+                "toy",
+            );
+            assert_eq!(packed.samples, full.samples, "batch_size {bs}");
+        }
+        let part = run(
+            &EvalConfig {
+                limit: Some(2),
+                batch_size: 64,
+                ..c.clone()
+            },
+            "toy",
+        );
         assert_eq!(part.result.n_problems, 2);
         assert_eq!(part.samples[..], full.samples[..8]);
-        let other_seed = run_benchmark(
-            &EvalConfig { seed: 4, ..c },
-            "toy",
+        // Another benchmark before it in the same run changes nothing.
+        let both = run_all(
+            &EvalConfig {
+                benchmarks: vec!["toy2".into(), "toy".into()],
+                batch_size: 64,
+                ..c.clone()
+            },
             &gen,
             &MathJudge,
             &mut NoProgress,
         )
         .unwrap();
-        assert_ne!(other_seed.samples, full.samples);
+        assert_eq!(both[1].samples, full.samples);
+        // ... while the benchmark name and the run seed do.
+        let verdicts = |r: &BenchmarkRun| r.samples.iter().map(|s| s.correct).collect::<Vec<_>>();
+        assert_ne!(verdicts(&both[0]), verdicts(&full));
+        assert_ne!(
+            verdicts(&run(&EvalConfig { seed: 4, ..c }, "toy")),
+            verdicts(&full)
+        );
+    }
+
+    #[test]
+    fn wrong_response_counts_are_errors() {
+        struct Short;
+        impl Generator for Short {
+            fn encode_prompt(&self, _: &RenderedPrompt) -> Result<Vec<u32>, String> {
+                Ok(vec![1])
+            }
+            fn generate(
+                &self,
+                requests: &[GenRequest],
+                _: &DecodeParams,
+            ) -> Result<Vec<Vec<GeneratedText>>, String> {
+                let g = GeneratedText {
+                    text: String::new(),
+                    n_tokens: 0,
+                    truncated: false,
+                };
+                Ok(requests
+                    .iter()
+                    .map(|r| vec![g.clone(); r.seeds.len() - 1])
+                    .collect())
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        write_bench(tmp.path(), "toy");
+        let c = EvalConfig {
+            samples: Some(2),
+            temperature: Some(1.0),
+            ..cfg(tmp.path())
+        };
+        let err = run_benchmark(&c, "toy", &Short, &MathJudge, &mut NoProgress).unwrap_err();
+        assert!(
+            err.to_string().contains("1 responses for the 2 samples"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1059,11 +1122,12 @@ mod tests {
             run.result.pass_at_k.keys().copied().collect::<Vec<_>>(),
             [1]
         );
-        let calls = gen.calls.borrow();
-        assert_eq!(calls.iter().map(|c| c.0).collect::<Vec<_>>(), [2, 2, 1]);
-        assert!(calls
+        assert_eq!(gen.call_sizes(), [2, 2, 1]);
+        assert!(gen
+            .calls
+            .borrow()
             .iter()
-            .all(|c| c.1.temperature == 0.0 && c.1.max_new_tokens == 8));
+            .all(|c| c.1.temperature == 0.0 && c.1.max_new_tokens == 8 && c.1.max_batch == 2));
     }
 
     #[test]

@@ -455,19 +455,19 @@ impl<'a> Run<'a> {
         };
         let tokens = Tensor::zeros([s, k], (Kind::Int64, device));
         let lps = Tensor::zeros([s, k], (Kind::Float, device));
-        let mut pos = Tensor::from_slice(&self.lens).to_device(device);
+        let start = Tensor::from_slice(&self.lens).to_device(device);
         let base_window = self.lens.iter().copied().max().unwrap_or(0);
         for j in 0..k {
             let logp = self.logits.log_softmax(-1, Kind::Float);
             let u = uniforms.as_ref().map(|u| u.narrow(1, j, 1));
             let next = sample(&self.logits, &logp, self.params, u.as_ref());
             let lp = logp.gather(1, &next.unsqueeze(1), false);
-            let _ = tokens.narrow(1, j, 1).copy_(&next.unsqueeze(1));
-            let _ = lps.narrow(1, j, 1).copy_(&lp);
+            tokens.narrow(1, j, 1).copy_(&next.unsqueeze(1));
+            lps.narrow(1, j, 1).copy_(&lp);
+            let pos = &start + j;
             self.logits =
                 self.model
                     .decode_slots(&next.view([s, 1]), &pos, base_window + j + 1, &self.cache);
-            pos += 1;
         }
         self.stats.decode_steps += k as usize;
         let busy = self.slot_seq.iter().filter(|x| x.is_some()).count();

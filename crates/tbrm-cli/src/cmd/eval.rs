@@ -65,7 +65,8 @@ pub struct Args {
     /// Only the first N problems of each benchmark (smoke runs).
     #[arg(long)]
     limit: Option<usize>,
-    /// Most sequences per generate call.
+    /// Most sequences decoded at once; a generate call holds whole problems until it has at
+    /// least this many. Results do not depend on it (every sample has its own seed).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 0)]
