@@ -105,6 +105,12 @@ impl Attention {
         };
         let gqa = self.n_kv_head != self.n_head;
         let y = match mask {
+            AttnMask::Decode(add) if q.device() == tch::Device::Cpu => {
+                self.grouped_decode(&q, &k, &v, add)
+            }
+            AttnMask::Decode(add) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(add), 0.0, false, None, gqa)
+            }
             AttnMask::None => Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -131,5 +137,18 @@ impl Attention {
         }; // (B, nh, T, hs)
         let y = y.transpose(1, 2).reshape([b, t, self.n_head * hs]);
         self.o_proj.forward(&y)
+    }
+
+    /// One query per row against (B, nkv, W, hs) keys with an additive mask (B, 1, 1, W):
+    /// the query heads of one KV group as the rows of one product with that group's keys, so
+    /// the keys are read in place (no GQA expansion). SDPA's CPU kernels took 1.5-2.5x longer
+    /// at decode shapes (16 rows, 12/2 heads, ~200 keys; BENCHMARKS.md "Rollout engine").
+    fn grouped_decode(&self, q: &Tensor, k: &Tensor, v: &Tensor, add: &Tensor) -> Tensor {
+        let (b, hs) = (q.size()[0], self.head_dim);
+        let g = self.n_head / self.n_kv_head;
+        let qg = q.view([b, self.n_kv_head, g, hs]);
+        let scores = qg.matmul(&k.transpose(-1, -2)) * (1.0 / (hs as f64).sqrt()) + add;
+        let p = scores.softmax(-1, scores.kind());
+        p.matmul(v).view([b, self.n_head, 1, hs])
     }
 }

@@ -17,6 +17,9 @@ pub(crate) enum AttnMask {
     Causal,
     /// (B, 1, T, T_past + T) bool, true = may attend.
     Explicit(Tensor),
+    /// One query per row over slot storage: (B, 1, 1, W) additive, 0 where the row may attend
+    /// and -inf past its length, in the model dtype (`Decoder::decode_slots`).
+    Decode(Tensor),
 }
 
 impl AttnMask {

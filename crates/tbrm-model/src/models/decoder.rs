@@ -116,7 +116,11 @@ impl Decoder {
         let mut x = self.embed(ids); // (S, 1, C)
         let (cos, sin) = self.rope.cos_sin(&pos.view([s, 1]), x.kind());
         let keys = Tensor::arange(window, (tch::Kind::Int64, pos.device())).view([1, window]);
-        let mask = AttnMask::Explicit(keys.le_tensor(&pos.view([s, 1])).view([s, 1, 1, window]));
+        let allowed = keys.le_tensor(&pos.view([s, 1])).view([s, 1, 1, window]);
+        let mask = AttnMask::Decode(
+            Tensor::zeros([s, 1, 1, window], (x.kind(), pos.device()))
+                .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY),
+        );
         let (k0, _) = cache.layer(0);
         let (nkv, hs) = (k0.size()[1], k0.size()[3]);
         let index = pos.view([s, 1, 1, 1]).expand([s, nkv, 1, hs], false);

@@ -1,0 +1,3 @@
+// See tbrm_gloo_shim.h: the torch wheel lacks the Gloo headers.
+#pragma once
+#include "tbrm_gloo_shim.h"
