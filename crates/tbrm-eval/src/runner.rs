@@ -19,9 +19,9 @@
 //! randomness; their seeds are passed but unused.
 //!
 //! Calls. Each `generate` call takes consecutive problems, each one request with all its samples
-//! (they share the prompt's prefill), and holds problems until it has at least `batch_size`
-//! sequences or the problems run out (one problem with more samples than `batch_size` is a call
-//! of its own); the engine decodes at most `batch_size` sequences at once.
+//! (they share the prompt's prefill), and holds problems until it has at least
+//! [`CALL_BATCHES`] x `batch_size` sequences or the problems run out; the engine decodes at most
+//! `batch_size` sequences at once and refills a slot as soon as its sequence ends.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -339,6 +339,11 @@ pub fn derive_seed(seed: u64, benchmark: &str, problem_index: usize, sample: usi
     z ^ (z >> 31)
 }
 
+/// A call holds whole problems up to this many engine batches: the engine keeps its
+/// `batch_size` slots full within a call, so only each call's last sequences run with free
+/// slots; more batches per call waste less, fewer give finer progress.
+pub const CALL_BATCHES: usize = 4;
+
 /// Plans the `generate` calls of a benchmark (see the module doc): consecutive ranges of
 /// problems, each the fewest that hold at least `batch_size` sequences, the last one what is left.
 fn plan_calls(n_problems: usize, samples: usize, batch_size: usize) -> Vec<Range<usize>> {
@@ -435,7 +440,7 @@ fn run_problems(
     };
     // texts[i][s]: sample s of problem i; calls cover the problems in order.
     let mut texts: Vec<Vec<GeneratedText>> = Vec::with_capacity(problems.len());
-    for call in plan_calls(problems.len(), proto.samples, cfg.batch_size) {
+    for call in plan_calls(problems.len(), proto.samples, cfg.batch_size * CALL_BATCHES) {
         let requests: Vec<GenRequest> = call
             .clone()
             .map(|i| GenRequest {
@@ -929,7 +934,7 @@ mod tests {
         let c = EvalConfig {
             samples: Some(6),
             temperature: Some(1.0),
-            batch_size: 8,
+            batch_size: 2,
             ..cfg(tmp.path())
         };
         let mut rec = Recorder::default();
@@ -970,8 +975,8 @@ mod tests {
             assert!((v - mean_pass_at_k(&correct, k).unwrap()).abs() < 1e-12);
         }
         assert!(r.pass_at_k[&6] >= r.pass_at_k[&1]);
-        // 12 sequences fill a batch of 8: problems {0, 1}, {2, 3}, then {4}; progress after
-        // every call.
+        // A call holds CALL_BATCHES (4) x batch_size (2) = 8 sequences or more: problems
+        // {0, 1}, {2, 3}, then {4}; progress after every call.
         let calls = gen.calls.borrow();
         assert_eq!(
             calls.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
@@ -982,7 +987,7 @@ mod tests {
                 temperature: 1.0,
                 top_p: 1.0,
                 max_new_tokens: 8,
-                max_batch: 8,
+                max_batch: 2,
             }));
         assert_eq!(
             rec.events,
@@ -1105,8 +1110,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_bench(tmp.path(), "toy");
         let gen = Scripted::new(&ROWS);
+        // One sample per problem: calls of CALL_BATCHES x 1 = 4 problems.
         let c = EvalConfig {
-            batch_size: 2,
+            batch_size: 1,
             ..cfg(tmp.path())
         };
         let run = run_benchmark(&c, "toy", &gen, &MathJudge, &mut NoProgress).unwrap();
@@ -1122,12 +1128,12 @@ mod tests {
             run.result.pass_at_k.keys().copied().collect::<Vec<_>>(),
             [1]
         );
-        assert_eq!(gen.call_sizes(), [2, 2, 1]);
+        assert_eq!(gen.call_sizes(), [4, 1]);
         assert!(gen
             .calls
             .borrow()
             .iter()
-            .all(|c| c.1.temperature == 0.0 && c.1.max_new_tokens == 8 && c.1.max_batch == 2));
+            .all(|c| c.1.temperature == 0.0 && c.1.max_new_tokens == 8 && c.1.max_batch == 1));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! feeds one token per slot, writes its keys and values at the slot's own position and attends
 //! over that slot's positions only (one mask and one RoPE table per step, shared by the layers).
 //! A sequence that ends frees its slot and the next waiting prompt is prefilled into it before
-//! the following step, so the batch stays full until the queue is empty; then, once at most half
-//! the slots are busy, the storage is compacted to the live ones so the tail does not pay for
+//! the following step, so the batch stays full until the queue is empty; then, whenever a quarter
+//! of the slots are free, the storage is compacted to the live ones so the tail does not pay for
 //! finished rows.
 //!
 //! **Shared prefill.** A [`Request`] is one prompt with its samples (GRPO's n rollouts, eval's
@@ -64,6 +64,12 @@ impl Default for EngineOptions {
         }
     }
 }
+
+/// Compaction once the queue is empty: when at most 3/4 of the slots are busy and at least this
+/// many are free. A decode step costs about in proportion to its rows and a compaction copies
+/// the live part of the KV storage once (about a step's worth), so trimming a quarter each time
+/// keeps the tail near full at a few dozen copies per run.
+const MIN_COMPACT: usize = 2;
 
 /// Slot cap when `max_slots` is 0 (vLLM's `max_num_seqs` default).
 pub const DEFAULT_MAX_SLOTS: usize = 256;
@@ -294,10 +300,8 @@ impl<'a> Run<'a> {
             if busy == 0 {
                 break;
             }
-            if self.queue.is_empty()
-                && busy * 2 <= self.slot_seq.len()
-                && busy < self.slot_seq.len()
-            {
+            let slots = self.slot_seq.len();
+            if self.queue.is_empty() && busy * 4 <= slots * 3 && slots - busy >= MIN_COMPACT {
                 self.compact();
             }
             let finished = self.decode_block()?;
