@@ -10,6 +10,13 @@ time (thread time for Math-Verify, the child's user+system time for tbrm) so tha
 on a shared machine does not distort the ratio. A second, small set of
 pathological inputs is timed for tbrm only.
 
+In the same run, a third set of a few hundred pairs in harder answer styles (decimal commas,
+percent words, relations, approximation chains, labelled and semicolon tuples, doubled
+backslashes, prose after "Final Answer:", gold answers that are whole solutions, lists of
+tuples, tuples against sets, thousands separators against lists), built from the DAPO-17k,
+OlympiadBench and Minerva answers by `scripts/verify_style_cases.py`, is judged by both and its
+agreement reported separately (`--no-styles` skips it).
+
 Run with a Python that has `math-verify` installed (kept out of the project venv), e.g.:
 
     python3 -m venv /tmp/mv-venv && /tmp/mv-venv/bin/pip install math-verify
@@ -32,6 +39,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from verify_style_cases import build_style_cases  # noqa: E402
 
 
 def load(path):
@@ -147,6 +157,8 @@ def pathological():
     big = "All work and no play makes Jack a dull boy. " * 20000 + "The answer is \\boxed{7}."
     return [
         {"gold": "5", "response": "\\boxed{10^{10^{10^{10}}}}", "kind": "power-tower"},
+        {"gold": "7", "response": "The answer is " + "$1$ and 2, " * 40000 + "7.", "kind": "long-answer-line"},
+        {"gold": "\\frac{1}{5}", "response": "\\\\frac{1}{5} " * 60000 + "\\\\boxed{\\\\frac{1}{5}}", "kind": "doubled-backslashes"},
         {"gold": "5", "response": "\\boxed{(10^{100})!}", "kind": "huge-factorial"},
         {"gold": "7", "response": "\\boxed{" + "{" * 1500 + "1" + "}" * 1500 + "}", "kind": "nested-braces"},
         {"gold": "7", "response": "\\boxed{" + "(" * 1500 + "1" + ")" * 1500 + "}", "kind": "nested-parens"},
@@ -166,7 +178,9 @@ def run_math_verify(cases):
     for c in cases:
         t = clock()
         try:
-            gold = parse("$" + c["gold"] + "$")
+            # The gold wrapped in `$...$`, or as written when the case says so (a gold that is a
+            # whole solution, in the style set).
+            gold = parse(c.get("mv_gold", "$" + c["gold"] + "$"))
             pred = parse(c["response"])
             ok = bool(verify(gold, pred))
         except Exception:  # Math-Verify raises on some inputs; count as "not equivalent".
@@ -206,16 +220,20 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=20, help="copies of the set for tbrm's timing run")
     ap.add_argument("--disagreements", type=Path, default=Path("/tmp/bench_verify_disagreements.jsonl"))
+    ap.add_argument("--no-styles", action="store_true", help="skip the harder-styles set")
     args = ap.parse_args()
 
     cases = build_cases(args.data_dir, args.n_train, args.seed)
-    print(f"{len(cases)} cases from {args.data_dir}")
+    styles = [] if args.no_styles else build_style_cases(args.data_dir, args.seed)
+    print(f"{len(cases)} MATH cases and {len(styles)} style cases from {args.data_dir}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         ours, _, slow_ours, _ = run_ours(args.ours, cases, d)
         _, cpu_rep, _, _ = run_ours(args.ours, cases, d, repeat=args.repeat)
         patho_rows, _, slow_patho, _ = run_ours(args.ours, pathological(), d)
+        ours_styles = run_ours(args.ours, styles, d)[0] if styles else []
     mv, mv_times = run_math_verify(cases)
+    mv_styles = run_math_verify(styles)[0] if styles else []
 
     agree = sum(o["correct"] == m for o, m in zip(ours, mv))
     n = len(cases)
@@ -228,12 +246,25 @@ def main():
     print(f"Math-Verify: {mv_rate:.1f} cases/s per CPU second, one thread ({mv_total:.2f} CPU s), slowest {1000 * mv_times[worst_mv]:.1f} ms CPU ({cases[worst_mv]['kind']})")
     print(f"tbrm: {ours_rate:.0f} cases/s per CPU second, one thread ({n * args.repeat} cases in {cpu_rep:.3f} CPU s incl. process start and JSON I/O), slowest {slow_ours[0]} us wall")
     print(f"speed-up: {ours_rate / mv_rate:.0f}x")
+    if styles:
+        agree_s = sum(o["correct"] == m for o, m in zip(ours_styles, mv_styles))
+        print(f"style set agreement: {agree_s}/{len(styles)} = {100 * agree_s / len(styles):.2f}%")
+        print(f"  tbrm correct: {sum(o['correct'] for o in ours_styles)}, Math-Verify correct: {sum(mv_styles)}, "
+              f"intended correct: {sum(c['want'] for c in styles)}; tbrm = intended on "
+              f"{sum(o['correct'] == c['want'] for o, c in zip(ours_styles, styles))}, Math-Verify = intended on "
+              f"{sum(m == c['want'] for m, c in zip(mv_styles, styles))}")
+        per = {}
+        for c, o, m in zip(styles, ours_styles, mv_styles):
+            k = c["kind"].split("/")[0]
+            total, same = per.get(k, (0, 0))
+            per[k] = (total + 1, same + (o["correct"] == m))
+        print("  per style: " + ", ".join(f"{k} {same}/{total}" for k, (total, same) in per.items()))
     print(f"pathological set (tbrm only): slowest {slow_patho[0]} us; verdicts:")
     for c, r in zip(pathological(), patho_rows):
         print(f"  {c['kind']}: correct={r['correct']} reason={r['reason'][:90]!r}")
     by_kind = {}
     with open(args.disagreements, "w", encoding="utf-8") as f:
-        for c, o, m in zip(cases, ours, mv):
+        for c, o, m in zip(cases + styles, ours + ours_styles, mv + mv_styles):
             if o["correct"] != m:
                 by_kind.setdefault(c["kind"], []).append(c)
                 f.write(json.dumps({**c, "tbrm": o["correct"], "math_verify": m,

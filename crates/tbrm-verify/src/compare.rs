@@ -1,18 +1,25 @@
 //! Deciding equivalence of a gold answer and an extracted answer. The decision order follows
-//! Math-Verify's `sympy_expr_eq` (`grader.py`): assignments `x = 5` are unwrapped against plain
-//! values, relations are compared as relations, sets/tuples/intervals structurally (sets ignore
-//! order, tuples keep it, an open interval equals a pair), and scalars by exact rationals, by
-//! rounding to 6 decimals when one side is a decimal literal, and otherwise by evaluation:
-//! once for constants, at several pseudo-random points for expressions with variables
-//! (Schwartz–Zippel style identity testing instead of sympy's `simplify`).
+//! Math-Verify's `sympy_expr_eq` (`grader.py`): assignments `x = 5` and labelled tuples
+//! `(p,q) = (3,2)` are unwrapped against plain values, relations are compared as relations
+//! (`-x > -1` is `x < 1`, `x \neq 3` is `x != 3`; an inequality becomes an interval only against
+//! an interval or another inequality chain), sets/tuples/intervals structurally (a gold set or
+//! list ignores order, a gold tuple keeps it against any list, an open interval equals a pair),
+//! and scalars by exact rationals, by rounding to 6 decimals when one side is a decimal literal,
+//! and otherwise by evaluation: once for constants, at several pseudo-random points for
+//! expressions with variables (Schwartz–Zippel style identity testing instead of sympy's
+//! `simplify`). Before that, LaTeX stored with doubled backslashes is read as written once, a
+//! gold written as a whole solution is reduced to its final answer, and a plain-text answer may
+//! use a decimal comma when the gold is not a list.
 
 use num_rational::BigRational;
 
 use crate::budget::Budget;
 use crate::eval::{exact, numeric, symbols, C};
-use crate::extract::{choice_letter, extract, extract_choice, Source};
-use crate::normalize::{is_text_answer, normalize, text_key};
-use crate::parse::{parse, Node, RelOp};
+use crate::extract::{
+    choice_letter, extract, extract_choice, looks_like_prose, trailing_number, Source,
+};
+use crate::normalize::{decimal_commas, is_text_answer, normalize, text_key, undouble_backslashes};
+use crate::parse::{is_label, parse, Node, RelOp};
 use crate::{Limits, Outcome, Verdict, VerifyError};
 
 /// Most `\pm` signs expanded in one answer (2^4 variants).
@@ -46,11 +53,13 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
-/// Gold answers are normally bare; a gold written as a solution is reduced to its boxed answer.
+/// Gold answers are normally bare; a gold written as a whole solution or a sentence is reduced
+/// to its final answer, found the way a response's is (`\boxed{}`, "the answer is", the last
+/// math span or number).
 fn gold_answer(gold: &str) -> String {
-    if gold.contains("\\boxed") || gold.contains("\\fbox") {
-        if let Some((t, _)) = extract(gold) {
-            return t;
+    if gold.contains("\\boxed") || gold.contains("\\fbox") || looks_like_prose(gold) {
+        if let Some(e) = extract(gold) {
+            return e.text;
         }
     }
     gold.trim().to_string()
@@ -89,7 +98,10 @@ pub(crate) fn verify_pair(gold: &str, response: &str, limits: &Limits) -> (Verdi
             Outcome::Unparseable,
         );
     }
-    let gold = gold_answer(gold);
+    // LaTeX stored with doubled backslashes (`\\frac{1}{5}`) is read as written once.
+    let response = undouble_backslashes(response);
+    let response = response.as_ref();
+    let gold = gold_answer(&undouble_backslashes(gold));
     if let Some(g) = gold_choice(&gold) {
         return match extract_choice(response) {
             Some((c, text)) if c == g => verdict(
@@ -112,10 +124,11 @@ pub(crate) fn verify_pair(gold: &str, response: &str, limits: &Limits) -> (Verdi
             ),
         };
     }
-    let Some((pred, source)) = extract(response) else {
+    let Some(found) = extract(response) else {
         return verdict(false, None, "no answer found".into(), Outcome::Unparseable);
     };
-    let src = source_name(source);
+    let (mut pred, mut source) = (found.text, found.source);
+    let mut src = source_name(source);
     if pred.len() > limits.max_answer_bytes {
         let e = VerifyError::TooLong {
             what: "extracted answer",
@@ -129,7 +142,22 @@ pub(crate) fn verify_pair(gold: &str, response: &str, limits: &Limits) -> (Verdi
             Outcome::Unparseable,
         );
     }
-    let (gn, pn) = (normalize(&gold), normalize(&pred));
+    let gn = normalize(&gold);
+    // A plain-text answer may use a decimal comma (`2,74 $`); it cannot mean a list when the
+    // gold answer is not one.
+    let list_gold = gn.contains([',', ';']);
+    let plain_norm = |t: &str| {
+        if list_gold {
+            normalize(t)
+        } else {
+            normalize(&decimal_commas(t))
+        }
+    };
+    let pn = if found.plain {
+        plain_norm(&pred)
+    } else {
+        normalize(&pred)
+    };
     let budget = Budget::new(limits);
     if !gn.is_empty() && text_key(&gn) == text_key(&pn) {
         return verdict(
@@ -167,7 +195,27 @@ pub(crate) fn verify_pair(gold: &str, response: &str, limits: &Limits) -> (Verdi
             )
         }
     };
-    let p = match parse(&pn, &budget).and_then(|p| canon(p, &budget)) {
+    // A percent sign or word after the answer (`\boxed{28}$ pct`) makes it a percentage.
+    let with_pct = |n: &str, percent: bool| {
+        if percent && !n.ends_with('%') {
+            format!("{n}%")
+        } else {
+            n.to_string()
+        }
+    };
+    let mut parsed = parse(&with_pct(&pn, found.percent), &budget).and_then(|p| canon(p, &budget));
+    if parsed.is_err() && source == Source::Whole {
+        // A short sentence taken whole (`Soucis : 2,74 $ a..`): its last number instead.
+        if let Some(t) = trailing_number(response) {
+            let tn = with_pct(&plain_norm(&t.text), t.percent);
+            if let Ok(p) = parse(&tn, &budget).and_then(|p| canon(p, &budget)) {
+                (parsed, source) = (Ok(p), t.source);
+                src = source_name(source);
+                pred = t.text;
+            }
+        }
+    }
+    let p = match parsed {
         Ok(p) => p,
         Err(e) => {
             return verdict(
@@ -287,6 +335,26 @@ fn inequality_interval(xs: &[Node], ops: &[RelOp]) -> Option<Node> {
         lo_closed: lc,
         hi_closed: hc,
     };
+    let flip = |o: RelOp| match o {
+        RelOp::Lt => RelOp::Gt,
+        RelOp::Le => RelOp::Ge,
+        RelOp::Gt => RelOp::Lt,
+        RelOp::Ge => RelOp::Le,
+        o => o,
+    };
+    // `-x > -1` is `x < 1`.
+    if let ([Node::Neg(a), c], [op]) = (xs, ops) {
+        if is_var(a) && !has_symbols(c) {
+            let neg_c = Node::Neg(Box::new(c.clone()));
+            return inequality_interval(&[(**a).clone(), neg_c], &[flip(*op)]);
+        }
+    }
+    if let ([c, Node::Neg(a)], [op]) = (xs, ops) {
+        if is_var(a) && !has_symbols(c) {
+            let neg_c = Node::Neg(Box::new(c.clone()));
+            return inequality_interval(&[neg_c, (**a).clone()], &[flip(*op)]);
+        }
+    }
     match (xs, ops) {
         ([a, c], [op]) if (lt(*op) || gt(*op)) => {
             let (var_left, bound) = if is_var(a) && !has_symbols(c) {
@@ -317,8 +385,9 @@ fn inequality_interval(xs: &[Node], ops: &[RelOp]) -> Option<Node> {
     }
 }
 
-/// Structural clean-up before comparison: `x \in S` → `S`, one-variable inequalities →
-/// intervals, `\pm` expanded into sets.
+/// Structural clean-up before comparison: `x \in S` → `S`, `\pm` expanded into sets.
+/// Inequalities stay relations (compared as relations, `-x > -1` = `x < 1`); they become
+/// intervals only when compared with an interval or with an inequality chain.
 fn canon(n: Node, b: &Budget) -> Result<Node, VerifyError> {
     b.tick()?;
     Ok(match n {
@@ -352,10 +421,6 @@ fn canon_inner(n: Node, b: &Budget) -> Result<Node, VerifyError> {
         Node::Rel(mut xs, ops) if ops == [RelOp::In] && xs.len() == 2 => {
             canon_inner(xs.pop().unwrap_or(Node::Set(vec![])), b)?
         }
-        Node::Rel(xs, ops) => match inequality_interval(&xs, &ops) {
-            Some(iv) => iv,
-            None => Node::Rel(xs, ops),
-        },
         // `(2, \infty)` is an interval, and an infinite end is open whatever the bracket
         // (sympy normalises `Interval(2, oo, right_open=False)` the same way).
         Node::Tuple(mut xs) if xs.len() == 2 && (is_infinite(&xs[0]) || is_infinite(&xs[1])) => {
@@ -398,14 +463,10 @@ fn is_equation(n: &Node) -> bool {
     matches!(n, Node::Rel(_, ops) if ops.iter().all(|o| *o == RelOp::Eq))
 }
 
-/// `x = ...`, `AB = ...`: an equation whose left side is a name.
+/// `x = ...`, `AB = ...`, `(p,q) = ...`: an equation whose left side is a name.
 fn is_assignment(n: &Node) -> bool {
     match n {
-        Node::Rel(xs, _) if is_equation(n) => match &xs[0] {
-            Node::Sym(_) => true,
-            Node::Mul(fs) => fs.iter().all(|f| matches!(f, Node::Sym(_))),
-            _ => false,
-        },
+        Node::Rel(xs, _) if is_equation(n) => is_label(&xs[0]),
         _ => false,
     }
 }
@@ -439,7 +500,27 @@ fn eq(g: &Node, p: &Node, b: &Budget) -> Result<bool, VerifyError> {
     match (g, p) {
         (Node::Text(a), Node::Text(c)) => Ok(text_key(a) == text_key(c)),
         (Node::Text(_), _) | (_, Node::Text(_)) => Ok(false),
-        (Node::Rel(gx, go), Node::Rel(px, po)) => rel_eq(gx, go, px, po, b),
+        (Node::Rel(gx, go), Node::Rel(px, po)) => {
+            if rel_eq(gx, go, px, po, b)? {
+                return Ok(true);
+            }
+            // Two one-variable inequalities (chains too): the same interval (`1 < x < 2` and
+            // `2 > x > 1`).
+            match (inequality_interval(gx, go), inequality_interval(px, po)) {
+                (Some(a), Some(c)) => set_eq(&a, &c, b),
+                _ => Ok(false),
+            }
+        }
+        // An inequality against an interval: as the interval it describes (`x > 2` and
+        // `(2, \infty)`, either side).
+        (Node::Rel(gx, go), other) if is_setlike(other) => match inequality_interval(gx, go) {
+            Some(iv) => eq(&iv, other, b),
+            None => Ok(false),
+        },
+        (other, Node::Rel(px, po)) if is_setlike(other) => match inequality_interval(px, po) {
+            Some(iv) => eq(other, &iv, b),
+            None => Ok(false),
+        },
         (Node::Rel(..), _) | (_, Node::Rel(..)) => Ok(false),
         (Node::Matrix(a), Node::Matrix(c)) => {
             if a.len() != c.len() || a[0].len() != c[0].len() {
@@ -473,9 +554,14 @@ fn rel_eq(
     if all_eq(go) && all_eq(po) {
         let (gl, gr) = (&gx[0], &gx[gx.len() - 1]);
         let (pl, pr) = (&px[0], &px[px.len() - 1]);
-        // Same assigned name: compare the values (keeps the 6-decimal rule for `x = 0.333333`).
-        if matches!((gl, pl), (Node::Sym(a), Node::Sym(c)) if a == c) && eq(gr, pr, b)? {
+        // Same assigned name: compare the values (keeps the 6-decimal rule for `x = 0.333333`,
+        // and compares labelled tuples `(p,q) = (3,2)`).
+        if is_label(gl) && gl == pl && eq(gr, pr, b)? {
             return Ok(true);
+        }
+        let structure = |n: &Node| is_setlike(n) || matches!(n, Node::Matrix(_) | Node::Text(_));
+        if [gl, gr, pl, pr].into_iter().any(structure) {
+            return Ok(false);
         }
         // Otherwise: l - r proportional (either side order, scalar multiples such as planes).
         return Ok(matches!(ratio(&diff(gl, gr), &diff(pl, pr), b)?, Some(r) if r.abs() > 1e-12));
@@ -582,8 +668,10 @@ fn set_eq(g: &Node, p: &Node, b: &Budget) -> Result<bool, VerifyError> {
             }
             _ => Ok(false),
         },
+        // A gold tuple keeps its order against any list (`(3,1)` is not `\{1,3\}`, but is
+        // `\{3,1\}` as written, as Math-Verify compares); a gold set or list ignores order.
         _ => match (items(g), items(p)) {
-            (Some((gs, true)), Some((ps, true))) => {
+            (Some((gs, true)), Some((ps, _))) => {
                 if gs.len() != ps.len() {
                     return Ok(false);
                 }
@@ -600,10 +688,23 @@ fn set_eq(g: &Node, p: &Node, b: &Budget) -> Result<bool, VerifyError> {
     }
 }
 
-/// Order-free matching of two lists (greedy; each predicted item used once).
+/// Order-free matching of two lists (greedy; each predicted item used once); lists of different
+/// lengths are compared as sets, so repeated elements count once.
 fn unordered(gs: &[Node], ps: &[Node], b: &Budget) -> Result<bool, VerifyError> {
     if gs.len() != ps.len() {
-        return Ok(false);
+        // As sets, a repeated element counts once (`$28$ or $28_9$` is {28}, as in sympy's
+        // FiniteSet): each side's elements must all be found in the other.
+        for g in gs {
+            if !any_eq(ps, |p| eq(g, p, b))? {
+                return Ok(false);
+            }
+        }
+        for p in ps {
+            if !any_eq(gs, |g| eq(g, p, b))? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
     }
     let mut used = vec![false; ps.len()];
     'outer: for g in gs {
@@ -616,6 +717,18 @@ fn unordered(gs: &[Node], ps: &[Node], b: &Budget) -> Result<bool, VerifyError> 
         return Ok(false);
     }
     Ok(true)
+}
+
+fn any_eq(
+    xs: &[Node],
+    mut f: impl FnMut(&Node) -> Result<bool, VerifyError>,
+) -> Result<bool, VerifyError> {
+    for x in xs {
+        if f(x)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn is_decimal_atom(n: &Node) -> bool {
@@ -801,19 +914,28 @@ mod tests {
     fn inequalities_become_intervals() {
         let l = Limits::default();
         let b = Budget::new(&l);
-        let n = canon(parse("x \\ge 3", &b).unwrap(), &b).unwrap();
+        let interval = |s: &str| match canon(parse(s, &b).unwrap(), &b).unwrap() {
+            Node::Rel(xs, ops) => inequality_interval(&xs, &ops),
+            other => panic!("{s}: not kept as a relation: {other:?}"),
+        };
         assert!(matches!(
-            n,
-            Node::Interval {
+            interval("x \\ge 3"),
+            Some(Node::Interval {
                 lo_closed: true,
                 hi_closed: false,
                 ..
-            }
+            })
         ));
-        let n = canon(parse("5 > x", &b).unwrap(), &b).unwrap();
-        assert!(
-            matches!(n, Node::Interval { lo_closed: false, hi_closed: false, ref lo, .. } if is_infinite(lo))
-        );
+        assert!(matches!(
+            interval("5 > x"),
+            Some(Node::Interval { lo_closed: false, hi_closed: false, ref lo, .. }) if is_infinite(lo)
+        ));
+        // `-x > -1` is `x < 1`.
+        assert!(matches!(
+            interval("-x > -1"),
+            Some(Node::Interval { hi_closed: false, ref lo, .. }) if is_infinite(lo)
+        ));
+        assert_eq!(interval("x + y > 1"), None);
         let n = canon(parse("1 \\pm \\sqrt{2}", &b).unwrap(), &b).unwrap();
         assert!(matches!(n, Node::Set(v) if v.len() == 2));
         let n = canon(parse("x \\in [1,2)", &b).unwrap(), &b).unwrap();

@@ -1,9 +1,13 @@
 //! Finding the final answer in a model response. Priority, after Math-Verify's extraction
 //! regexes (`parser.py`): the last `\boxed{}`/`\fbox{}` (several adjacent ones joined by `,`,
 //! `and`, `or` are merged into one list), else the text after the last "final answer is" /
-//! "answer is" / "answer:", else the last LaTeX span (`$..$`, `$$..$$`, `\(..\)`, `\[..\]`),
-//! else the whole response when it is short and parses as math, else the last plain number.
-//! All scans are linear in the response length.
+//! "answer is" / "answer:" (in a prose sentence, "The largest $n$ is 34.", its first math span
+//! or first number, whichever ends further right, past lone variable names), else the last
+//! LaTeX span (`$..$`, `$$..$$`, `\(..\)`, `\[..\]`, with the spans joined to it by `,` /
+//! `and` / `or` as one list), else the whole response when it is short and bare, else the last
+//! plain number. A percent sign or word after the answer (`\boxed{28}$ pct`) is reported with
+//! it, and so is whether the answer is plain text (where `2,74` can be a decimal comma). All
+//! scans are linear in the response length.
 
 /// Where the answer was found; reported in the verdict reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +125,9 @@ pub(crate) fn matching_brace(b: &[u8], open: usize) -> Option<usize> {
 
 /// Whether the text between two boxed answers only joins them ("," / "and" / "or").
 fn is_connector(gap: &str) -> bool {
+    if gap.len() > 64 {
+        return false;
+    }
     let mut g = gap.to_ascii_lowercase();
     for junk in [
         "\\text{", "\\mbox{", "}", "$", "\\]", "\\[", "\\(", "\\)", "\\quad", "\\,",
@@ -135,8 +142,101 @@ fn is_connector(gap: &str) -> bool {
         )
 }
 
+/// Whether the text between two math spans joins them into one answer the way Math-Verify's
+/// pattern does: only `,`, `and`, `or`, `,and`, `,or` between the delimiters (`$1$ and $2$`,
+/// `$1$, $2$`), not `, and` or prose.
+fn joins_spans(gap: &str) -> bool {
+    let mut g = gap.trim();
+    for d in ["$$", "$", "\\)", "\\]"] {
+        g = g.strip_prefix(d).unwrap_or(g);
+    }
+    for d in ["$$", "$", "\\(", "\\["] {
+        g = g.strip_suffix(d).unwrap_or(g);
+    }
+    matches!(g.trim(), "," | "and" | "or" | ",and" | ",or")
+}
+
+/// An extracted answer: its text, where it was found, whether it is plain text (outside any
+/// math delimiters), where a comma can be a decimal comma (`2,74 $`) as Math-Verify's plain-number
+/// pattern reads it, and whether a percent sign or word follows it outside the box or span
+/// (`\boxed{28}$ pct`, `28 percent`): the answer is then a percentage, but its text without the
+/// sign still matches a gold written the same way (Math-Verify's string fallback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Extracted {
+    pub text: String,
+    pub source: Source,
+    pub plain: bool,
+    pub percent: bool,
+}
+
+impl Extracted {
+    fn new((text, percent): (String, bool), source: Source, plain: bool) -> Self {
+        Self {
+            text,
+            source,
+            plain,
+            percent,
+        }
+    }
+}
+
+/// Whether `rest` (the text right after an answer) starts with a percent sign or word, past
+/// closing math delimiters: `\boxed{28}$ pct`, `$28$ percent`, `$28$\%`.
+fn percent_follows(rest: &str) -> bool {
+    let mut t = rest;
+    loop {
+        let before = t.len();
+        t = t.trim_start();
+        for close in ["$", "\\)", "\\]"] {
+            t = t.strip_prefix(close).unwrap_or(t);
+        }
+        if t.len() == before {
+            break;
+        }
+    }
+    if t.starts_with('%') || t.starts_with("\\%") {
+        return true;
+    }
+    let word: String = t
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .take(11)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(word.as_str(), "percent" | "percentage" | "pct")
+}
+
+/// An answer with whether a percent sign or word follows it (unless it ends with one itself).
+fn with_percent(text: String, rest: &str) -> (String, bool) {
+    let percent = percent_follows(rest) && !text.trim_end().ends_with('%');
+    (text, percent)
+}
+
+/// A plain-text answer with a trailing percent sign or word split off: `28 pct` → (`28`, true).
+fn split_percent(text: &str) -> (String, bool) {
+    let t = text.trim_end();
+    if let Some(x) = t.strip_suffix("\\%").or_else(|| t.strip_suffix('%')) {
+        return (x.trim_end().to_string(), true);
+    }
+    let word_start = t
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_ascii_alphabetic())
+        .last()
+        .map_or(t.len(), |(i, _)| i);
+    let (head, word) = t.split_at(word_start);
+    let lw = word.to_ascii_lowercase();
+    if matches!(lw.as_str(), "percent" | "percentage" | "pct")
+        && head.ends_with(|c: char| c.is_ascii_digit() || c.is_whitespace())
+        && head.trim().ends_with(|c: char| c.is_ascii_digit())
+    {
+        return (head.trim_end().to_string(), true);
+    }
+    (t.to_string(), false)
+}
+
 /// The answer found in `response`, with where it came from.
-pub(crate) fn extract(response: &str) -> Option<(String, Source)> {
+pub(crate) fn extract(response: &str) -> Option<Extracted> {
     let spans = boxed_spans(response);
     if let Some(&(start, cs, ce)) = spans.last() {
         let mut parts = vec![&response[cs..ce]];
@@ -150,34 +250,97 @@ pub(crate) fn extract(response: &str) -> Option<(String, Source)> {
             }
         }
         parts.reverse();
-        let text = parts.join(", ");
-        return Some((text.trim().to_string(), Source::Boxed));
+        let text = parts.join(", ").trim().to_string();
+        let after = if response.as_bytes().get(ce) == Some(&b'}') {
+            ce + 1
+        } else {
+            ce
+        };
+        let text = with_percent(text, &response[after..]);
+        return Some(Extracted::new(text, Source::Boxed, false));
     }
-    if let Some(t) = after_final_answer(response) {
-        return Some((t, Source::FinalAnswer));
+    if let Some((t, plain)) = after_final_answer(response) {
+        return Some(Extracted::new(t, Source::FinalAnswer, plain));
     }
     if let Some(t) = last_latex_span(response) {
-        return Some((t, Source::LatexSpan));
+        return Some(Extracted::new(t, Source::LatexSpan, false));
     }
     let trimmed = response.trim();
     if !trimmed.is_empty() && trimmed.len() <= 200 && looks_like_bare_answer(trimmed) {
-        return Some((trimmed.to_string(), Source::Whole));
+        // The percent sign of a bare answer is part of it (`0.15\%` is not 0.15).
+        return Some(Extracted::new(
+            (trimmed.to_string(), false),
+            Source::Whole,
+            true,
+        ));
     }
-    last_number(response).map(|t| (t, Source::TrailingNumber))
+    trailing_number(response)
 }
 
-/// A bare answer has no sentence structure: few words, no sentence-ending punctuation inside.
+/// The last plain number of a response, as a fallback answer (used when the whole short
+/// response was taken as the answer and does not parse: `Soucis : 2,74 $ a..`).
+pub(crate) fn trailing_number(response: &str) -> Option<Extracted> {
+    let (t, end) = last_number(response)?;
+    let ans = with_percent(t, &response[end..]);
+    Some(Extracted::new(ans, Source::TrailingNumber, true))
+}
+
+/// A bare answer has no sentence structure: few words, no sentence-ending punctuation inside,
+/// and no word next to a number other than a unit (`5 apples` is bare, `Soucis : 2,74` not).
 fn looks_like_bare_answer(s: &str) -> bool {
-    let words = s
+    const MATH_WORDS: &[&str] = &[
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "log",
+        "ln",
+        "exp",
+        "sqrt",
+        "pi",
+        "inf",
+        "infty",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "and",
+        "or",
+        "percent",
+        "percentage",
+        "pct",
+    ];
+    let words: Vec<&str> = s
         .split_whitespace()
         .filter(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_alphabetic()))
-        .count();
-    words <= 1 && !s.contains(". ") && !s.contains('\n')
+        .collect();
+    let wordy_number = s.contains(|c: char| c.is_ascii_digit())
+        && words.iter().any(|w| {
+            !MATH_WORDS.contains(&w.to_ascii_lowercase().as_str())
+                && !crate::normalize::is_unit_word(w)
+        });
+    words.len() <= 1 && !wordy_number && !s.contains(". ") && !s.contains('\n')
 }
 
-/// Text after the last "final answer is" / "answer is" / "answer:" up to the end of the line,
-/// with a LaTeX span in it unwrapped.
-fn after_final_answer(response: &str) -> Option<String> {
+/// Whether a gold answer is written as a solution or a sentence rather than as a bare answer:
+/// several words and a full stop or an answer phrase (`... Hence the answer is 42.`).
+pub(crate) fn looks_like_prose(s: &str) -> bool {
+    let words = s
+        .split_whitespace()
+        .filter(|w| {
+            let w = w.trim_end_matches(['.', ',', ':', ';']);
+            w.len() > 1 && w.chars().all(|c| c.is_ascii_alphabetic())
+        })
+        .count();
+    let t = s.trim_end();
+    words >= 4
+        && (t.ends_with('.') || t.ends_with(".$") || s.to_ascii_lowercase().contains("answer"))
+}
+
+/// Text after the last "final answer is" / "answer is" / "answer:" up to the end of the line
+/// (or the next non-empty line), and whether that answer is plain text.
+fn after_final_answer(response: &str) -> Option<((String, bool), bool)> {
     let lower = response.to_ascii_lowercase();
     let mut best: Option<usize> = None;
     for key in ["answer is", "answer:", "answer is:"] {
@@ -200,18 +363,176 @@ fn after_final_answer(response: &str) -> Option<String> {
     clean_answer_line(line)
 }
 
-fn clean_answer_line(line: &str) -> Option<String> {
-    if let Some(t) = first_latex_span(line) {
-        return Some(t);
+/// Plain numbers outside math spans, as byte ranges: `34`, `-3.5`, `1,000`, `2,74`, with a
+/// following percent sign or word included (`28 pct`). `spans` are sorted and disjoint; one
+/// pass over the text.
+fn plain_numbers(s: &str, spans: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut next_span = 0;
+    let mut i = 0;
+    while i < b.len() {
+        while next_span < spans.len() && spans[next_span].1 <= i {
+            next_span += 1;
+        }
+        if let Some(&(a, c)) = spans.get(next_span) {
+            if i >= a {
+                i = c;
+                continue;
+            }
+        }
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // Part of a word or an expression (`x2`, `x^2`, `a_1`): not a stand-alone number.
+        let prev = if i > 0 { b[i - 1] } else { b' ' };
+        let glued = prev.is_ascii_alphanumeric() || matches!(prev, b'^' | b'_' | b'\\' | b'.');
+        let mut st = i;
+        while i < b.len()
+            && (b[i].is_ascii_digit()
+                || (matches!(b[i], b'.' | b',')
+                    && i + 1 < b.len()
+                    && b[i + 1].is_ascii_digit()
+                    && b[i - 1].is_ascii_digit()))
+        {
+            i += 1;
+        }
+        if glued {
+            continue;
+        }
+        if st > 0 && b[st - 1] == b'-' {
+            st -= 1;
+        }
+        let mut end = i;
+        let tail = &s[i..];
+        let t = tail.trim_start();
+        let ws = tail.len() - t.len();
+        if t.starts_with('%') {
+            end = i + ws + 1;
+        } else if t.starts_with("\\%") {
+            end = i + ws + 2;
+        } else {
+            let word_len = t
+                .bytes()
+                .take(12)
+                .take_while(u8::is_ascii_alphabetic)
+                .count();
+            let word = t[..word_len].to_ascii_lowercase();
+            if matches!(word.as_str(), "percent" | "percentage" | "pct") {
+                end = i + ws + word_len;
+            }
+        }
+        out.push((st, end));
     }
-    // Cut at the end of the sentence: ". " or a final ".".
-    let mut t = line;
-    if let Some(p) = t.find(". ") {
-        t = &t[..p];
+    out
+}
+
+/// Words of a sentence that make it prose (outside math spans; units and connectors do not
+/// count): "The largest $n$ is 34" has three. `spans` are sorted and disjoint.
+fn prose_words(s: &str, spans: &[(usize, usize)]) -> usize {
+    let words = |gap: &str| {
+        gap.split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| {
+                let lw = w.to_ascii_lowercase();
+                w.len() > 1
+                    && !matches!(lw.as_str(), "and" | "or" | "percent" | "percentage" | "pct")
+                    && !crate::normalize::is_unit_word(w)
+            })
+            .count()
+    };
+    let mut count = 0;
+    let mut from = 0;
+    for &(a, c) in spans {
+        if a > from {
+            count += words(&s[from..a]);
+        }
+        from = from.max(c);
     }
-    let t = t.trim().trim_end_matches(['.', ',', ';', '!']).trim();
+    count + words(&s[from.min(s.len())..])
+}
+
+/// A math span that is a lone name (`$n$`, `$k$`, `$x_1$`): in prose it is what the sentence
+/// talks about, not the answer ("The largest $n$ is 34").
+fn is_lone_name(t: &str) -> bool {
+    let t = t.trim();
+    let mut cs = t.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic())
+        && (t.len() == 1 || (t.as_bytes().get(1) == Some(&b'_') && t.len() <= 6))
+}
+
+/// The answer in the line after an answer phrase. A sentence in prose ("The largest $n$ is 34.")
+/// gives its first math span or its first number, whichever ends further right, as Math-Verify's
+/// anchored patterns do, but a lone variable name (`$n$`) is not taken when there is a number;
+/// otherwise the first math span (with spans joined to it by "and"/","), or the sentence itself.
+fn clean_answer_line(line: &str) -> Option<((String, bool), bool)> {
+    let spans = latex_spans(line);
+    // Cut at the end of the sentence: the first ". " outside math spans.
+    let mut cut = line.len();
+    let mut from = 0;
+    let mut k = 0;
+    while let Some(p) = line[from..].find(". ") {
+        let p = from + p;
+        while k < spans.len() && spans[k].1 <= p {
+            k += 1;
+        }
+        if spans.get(k).is_none_or(|&(a, _)| p < a) {
+            cut = p;
+            break;
+        }
+        from = spans[k].1;
+    }
+    let sentence = &line[..cut];
+    let spans: Vec<(usize, usize)> = spans
+        .into_iter()
+        .filter(|&(a, c)| c <= cut && !line[a..c].trim().is_empty())
+        .collect();
+    let numbers = plain_numbers(sentence, &spans);
+    if prose_words(sentence, &spans) >= 2 && (!spans.is_empty() || !numbers.is_empty()) {
+        // Candidates: the first math span (past lone names) and the first plain number; the
+        // one that ends further right wins.
+        let span =
+            spans
+                .iter()
+                .find(|&&(a, c)| !is_lone_name(&line[a..c]))
+                .or(if numbers.is_empty() {
+                    spans.first()
+                } else {
+                    None
+                });
+        let pick = match (span, numbers.first()) {
+            (Some(&(_, c)), Some(&(na, nc))) if nc > c => (na, nc, true),
+            (Some(&(a, c)), _) => (a, c, false),
+            (None, Some(&(na, nc))) => (na, nc, true),
+            (None, None) => return None,
+        };
+        let t = line[pick.0..pick.1].trim();
+        let text = if pick.2 {
+            split_percent(t)
+        } else {
+            with_percent(t.to_string(), &line[pick.1..])
+        };
+        return Some((text, pick.2));
+    }
+    if let Some(&(a, c)) = spans.first() {
+        let mut parts = vec![line[a..c].trim()];
+        let mut prev_end = c;
+        for &(a2, c2) in spans.iter().skip(1) {
+            if !joins_spans(&line[prev_end..a2]) || parts.len() >= 6 {
+                break;
+            }
+            parts.push(line[a2..c2].trim());
+            prev_end = c2;
+        }
+        let text = with_percent(parts.join(", "), &line[prev_end..]);
+        return Some((text, false));
+    }
+    let t = sentence
+        .trim()
+        .trim_end_matches(['.', ',', ';', '!'])
+        .trim();
     let t = t.trim_matches('*').trim();
-    (!t.is_empty()).then(|| t.to_string())
+    (!t.is_empty()).then(|| (split_percent(t), true))
 }
 
 /// All complete math spans in order, as content byte ranges. Once a closing delimiter is
@@ -282,25 +603,36 @@ fn latex_spans(s: &str) -> Vec<(usize, usize)> {
     out
 }
 
-fn last_latex_span(s: &str) -> Option<String> {
-    latex_spans(s)
+/// The last math span, with the spans joined to it by "," / "and" / "or" into one answer
+/// (`$(3,2)$ and $(1,1)$` is one list), and whether a percent word follows. Like Math-Verify's
+/// pattern, a run of joined spans is cut into groups of six from its start, and the group holding
+/// the last span is the answer.
+fn last_latex_span(s: &str) -> Option<(String, bool)> {
+    let spans: Vec<(usize, usize)> = latex_spans(s)
         .into_iter()
-        .rev()
-        .map(|(a, b)| s[a..b].trim())
-        .find(|t| !t.is_empty())
-        .map(str::to_string)
+        .filter(|&(a, b)| !s[a..b].trim().is_empty())
+        .collect();
+    let last = spans.len().checked_sub(1)?;
+    // A span ending in sentence punctuation (`$c = 3,$ and $d = 11.$`) is a clause of the
+    // text, not an item of a list (Math-Verify 0.9.0 does not parse it, and so does not join it).
+    let clause = |&(a, b): &(usize, usize)| s[a..b].trim_end().ends_with([',', '.', ';']);
+    let mut run_start = last;
+    while run_start > 0
+        && !clause(&spans[run_start - 1])
+        && joins_spans(&s[spans[run_start - 1].1..spans[run_start].0])
+    {
+        run_start -= 1;
+    }
+    let first = run_start + (last - run_start) / 6 * 6;
+    let parts: Vec<&str> = spans[first..=last]
+        .iter()
+        .map(|&(a, b)| s[a..b].trim())
+        .collect();
+    Some(with_percent(parts.join(", "), &s[spans[last].1..]))
 }
 
-fn first_latex_span(s: &str) -> Option<String> {
-    latex_spans(s)
-        .into_iter()
-        .map(|(a, b)| s[a..b].trim())
-        .find(|t| !t.is_empty())
-        .map(str::to_string)
-}
-
-/// The last number in the text (`-3`, `1,000`, `2.5`, `3/4`).
-fn last_number(s: &str) -> Option<String> {
+/// The last number in the text (`-3`, `1,000`, `2.5`, `3/4`), and where it ends.
+fn last_number(s: &str) -> Option<(String, usize)> {
     let b = s.as_bytes();
     let last_digit = b.iter().rposition(u8::is_ascii_digit)?;
     let mut start = last_digit;
@@ -318,7 +650,7 @@ fn last_number(s: &str) -> Option<String> {
         start -= 1;
     }
     let t = s[start..=last_digit].trim_end_matches([',', '.']);
-    (!t.is_empty()).then(|| t.to_string())
+    (!t.is_empty()).then(|| (t.to_string(), last_digit + 1))
 }
 
 /// The multiple-choice letter (A–E) an answer names: `C`, `(C)`, `\text{(C)}`, `\textbf{C}.`
@@ -346,7 +678,7 @@ pub(crate) fn extract_choice(response: &str) -> Option<(char, String)> {
         let inner = &response[cs..ce];
         return choice_letter(inner).map(|c| (c, inner.to_string()));
     }
-    if let Some(t) = after_final_answer(response) {
+    if let Some(((t, _), _)) = after_final_answer(response) {
         if let Some(c) = choice_letter(&t) {
             return Some((c, t));
         }
@@ -373,7 +705,7 @@ mod tests {
     use super::*;
 
     fn ex(s: &str) -> Option<String> {
-        extract(s).map(|(t, _)| t)
+        extract(s).map(|e| e.text)
     }
 
     #[test]
@@ -434,6 +766,86 @@ mod tests {
         assert_eq!(ex("the result is -3.5.").as_deref(), Some("-3.5"));
         assert_eq!(ex("no numbers here at all"), None);
         assert_eq!(ex(""), None);
+    }
+
+    #[test]
+    fn prose_after_answer_phrases() {
+        assert_eq!(
+            ex("Final Answer: The largest $n$ is 34.").as_deref(),
+            Some("34")
+        );
+        assert_eq!(
+            ex("Final Answer: The value of $n$ is $34$.").as_deref(),
+            Some("34")
+        );
+        assert_eq!(
+            ex("Final Answer: The minimum of $f(x)$ is 7 here.").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            ex("Final Answer: There are 12 ways to choose $k$.").as_deref(),
+            Some("12")
+        );
+        // Not prose: the span, or the line.
+        assert_eq!(
+            ex("The answer is $12$ and $13$.").as_deref(),
+            Some("12, 13")
+        );
+        assert_eq!(ex("The answer is 1,22.").as_deref(), Some("1,22"));
+        let e = extract("Final Answer: it went up by 28 pct.").unwrap();
+        assert_eq!((e.text.as_str(), e.plain, e.percent), ("28", true, true));
+    }
+
+    #[test]
+    fn percent_after_the_answer() {
+        for r in [
+            "$\\boxed{28}$ pct",
+            "\\boxed{28} percent",
+            "$28$\\%",
+            "$28$ percentage",
+        ] {
+            let e = extract(r).unwrap();
+            assert_eq!((e.text.as_str(), e.percent), ("28", true), "{r}");
+        }
+        let e = extract("\\boxed{28\\%} pct").unwrap();
+        assert!(!e.percent);
+        let e = extract("$28$ people").unwrap();
+        assert!(!e.percent);
+        assert_eq!(split_percent("28 pct"), ("28".to_string(), true));
+        assert_eq!(split_percent("the pct"), ("the pct".to_string(), false));
+    }
+
+    #[test]
+    fn joined_spans() {
+        assert_eq!(
+            ex("so $(3,2)$ and $(1,1)$").as_deref(),
+            Some("(3,2), (1,1)")
+        );
+        assert_eq!(ex("so $1$, $2$ or $3$").as_deref(), Some("1, 2, 3"));
+        // Not joined: prose between, `, and`, or a span that ends a clause.
+        assert_eq!(ex("we get $1$ and so $2$").as_deref(), Some("2"));
+        assert_eq!(ex("$1$, and $2$").as_deref(), Some("2"));
+        assert_eq!(ex("so $c = 3,$ and $d = 11.$").as_deref(), Some("d = 11."));
+        // Runs are cut in sixes from their start, as Math-Verify's pattern does.
+        let seven = (1..=7)
+            .map(|i| format!("${i}$"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(ex(&seven).as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn bare_answers_and_sentences() {
+        assert!(looks_like_bare_answer("5 apples"));
+        assert!(looks_like_bare_answer("28 pct"));
+        assert!(!looks_like_bare_answer("Soucis : 2,74 $ a.."));
+        assert!(looks_like_prose(
+            "We add them all up. Hence the answer is 42."
+        ));
+        assert!(!looks_like_prose("\\text{Evelyn}"));
+        assert!(!looks_like_prose(
+            "f(x)=a x+b$, where $b$ is an arbitrary integer"
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! steps Math-Verify documents (`latex2sympy2_extended` `NormalizationConfig`: units, malformed
 //! operators, nits, boxed, equations) and the MATH dataset's answer conventions.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -121,6 +122,8 @@ static UNIT_POWER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\x01\s*(?:\^\s*\{?\s*[23]\s*\}?)?").unwrap());
 static TRAILING_WORD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[\d}]\s*\\text\{[A-Za-z][A-Za-z .]*\}\s*$").unwrap());
+static PERCENT_WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\s*\b(?:percent|percentage|pct)\s*$").unwrap());
 static WORD_CONNECTOR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\s+(?:or|and)\s+").unwrap());
 
@@ -157,7 +160,6 @@ const SPACE_COMMANDS: &[&str] = &[
     "notag",
     "$",
     "phantom",
-    "approx",
 ];
 
 /// Rewrites `\name` commands (a backslash and letters, or a backslash and one other char).
@@ -239,7 +241,7 @@ fn rewrite_braced(s: &str, cmd: &str, f: &impl Fn(&str) -> String) -> String {
     out
 }
 
-fn is_unit_word(w: &str) -> bool {
+pub(crate) fn is_unit_word(w: &str) -> bool {
     let w = w
         .trim_end_matches("^2")
         .trim_end_matches("^3")
@@ -293,6 +295,137 @@ fn strip_trailing_units(s: &str) -> String {
     t.to_string()
 }
 
+/// LaTeX stored with every backslash doubled, as some datasets and JSON round trips leave it
+/// (`\\frac{1}{5}`, `\\boxed{..}`). When every backslash run has even length and one of them is
+/// `\\` before a command name, all runs are halved (so a doubled `\\\\` row break stays a row
+/// break); otherwise a `\\` directly before a letter is read as one backslash, except in matrix
+/// and array text, where `\\` is the row separator (the rule Math-Verify's normaliser applies).
+/// Linear; borrows when nothing changes.
+pub(crate) fn undouble_backslashes(s: &str) -> Cow<'_, str> {
+    if !s.contains("\\\\") {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let (mut doubled_cmd, mut all_even) = (false, true);
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let st = i;
+        while i < b.len() && b[i] == b'\\' {
+            i += 1;
+        }
+        let run = i - st;
+        doubled_cmd |= run == 2 && b.get(i).is_some_and(u8::is_ascii_alphabetic);
+        all_even &= run % 2 == 0;
+    }
+    if !doubled_cmd {
+        return Cow::Borrowed(s);
+    }
+    if !all_even && (s.contains("matrix") || s.contains("array")) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find('\\') {
+        out.push_str(&rest[..p]);
+        let run = rest[p..].bytes().take_while(|&c| c == b'\\').count();
+        let after = &rest[p + run..];
+        let keep = if all_even {
+            run / 2
+        } else if run == 2 && after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            1
+        } else {
+            run
+        };
+        out.extend(std::iter::repeat_n('\\', keep));
+        rest = after;
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// `x != 3` (ASCII not-equal) as `x \\ne 3`, when the `!` follows a space or a letter; after a
+/// digit or a bracket it stays a factorial (`5!=120`, `(n+1)! = 24`).
+fn ascii_not_equal(s: &str) -> Cow<'_, str> {
+    if !s.contains("!=") {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut rest = s;
+    while let Some(p) = rest.find("!=") {
+        let before = &rest[..p];
+        let prev = before.chars().next_back();
+        let ne = match prev {
+            None => false,
+            Some(c) => c.is_whitespace() || c.is_ascii_alphabetic(),
+        };
+        out.push_str(before);
+        out.push_str(if ne { " \\ne " } else { "!=" });
+        rest = &rest[p + 2..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Decimal commas in a plain-text answer (`1,22`, `1000,99`, `2,74 $`): a comma between digits
+/// is a decimal point unless the number is written with thousands separators (`1,222`,
+/// `12,345,678`), as Math-Verify's plain-number pattern reads it. The caller applies this only
+/// where a list cannot be meant (a plain-text answer to a gold that is not a list); text with
+/// brackets is left alone.
+pub(crate) fn decimal_commas(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    // Inside brackets a comma separates coordinates or interval ends: `(1,2)`.
+    if s.contains(['(', ')', '[', ']', '{', '}'])
+        || !b
+            .windows(3)
+            .any(|w| w[0].is_ascii_digit() && w[1] == b',' && w[2].is_ascii_digit())
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || (i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.')) {
+            i += 1;
+            continue;
+        }
+        let st = i;
+        let mut groups = vec![];
+        let mut g = i;
+        loop {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            groups.push(i - g);
+            if i + 1 < b.len() && b[i] == b',' && b[i + 1].is_ascii_digit() {
+                i += 1;
+                g = i;
+            } else {
+                break;
+            }
+        }
+        let thousands = groups.len() > 1
+            && groups[0] <= 3
+            && b[st] != b'0'
+            && groups[1..].iter().all(|&n| n == 3);
+        if groups.len() == 2 && !thousands {
+            let comma = st + groups[0];
+            out.push_str(&s[last..comma]);
+            out.push('.');
+            last = comma + 1;
+        }
+    }
+    if last == 0 {
+        return Cow::Borrowed(s);
+    }
+    out.push_str(&s[last..]);
+    Cow::Owned(out)
+}
+
 /// Strips outer math delimiters and a trailing full stop, repeatedly.
 fn strip_outer(s: &str) -> &str {
     let mut t = s.trim();
@@ -314,6 +447,7 @@ fn strip_outer(s: &str) -> &str {
 pub(crate) fn normalize(input: &str) -> String {
     // Dollars left inside (`8$,$4` in OlympiadBench, `\$5`) are not math delimiters any more.
     let mut s = strip_outer(input).replace("\\$", " ").replace('$', " ");
+    s = ascii_not_equal(&s).into_owned();
     for (from, to) in [
         ("−", "-"),
         ("–", "-"),
@@ -328,6 +462,7 @@ pub(crate) fn normalize(input: &str) -> String {
         ("√", "\\sqrt "),
         ("∪", "\\cup "),
         ("±", "\\pm "),
+        ("≈", "\\approx "),
         ("°", ""),
         ("^\\circ", ""),
         ("^{\\circ}", ""),
@@ -361,7 +496,7 @@ pub(crate) fn normalize(input: &str) -> String {
                 let t = t.trim_matches(|ch: char| ch == ',' || ch.is_whitespace());
                 if matches!(t, "or" | "and" | "") {
                     ", ".to_string()
-                } else if t == "percent" || t == "%" || t == "\\%" {
+                } else if matches!(t, "percent" | "percentage" | "pct" | "%" | "\\%") {
                     "%".to_string()
                 } else if is_unit_phrase(c) {
                     // Marked so that a power after the unit (`\mbox{ inches}^2`) goes too.
@@ -396,10 +531,9 @@ pub(crate) fn normalize(input: &str) -> String {
     });
     s = s.replace("{,}", ",");
     s = strip_trailing_units(&s);
-    let t = s.trim();
-    let t = t.strip_suffix(" percent").map(|x| format!("{x}%"));
-    if let Some(t) = t {
-        s = t;
+    if let Some(m) = PERCENT_WORD.find(&s) {
+        // `28 percent`, `28 pct`, `28 percentage` (Math-Verify's percent synonyms).
+        s = format!("{}%", &s[..m.start()]);
     }
     s = WORD_CONNECTOR.replace_all(&s, ", ").into_owned();
     s = BASE_SUBSCRIPT.replace_all(&s, "$1$2").into_owned();
@@ -412,10 +546,14 @@ pub(crate) fn normalize(input: &str) -> String {
         .trim_start_matches('=')
         .trim_end_matches([',', ';'])
         .trim();
+    if let Some(r) = t.strip_prefix("\\approx") {
+        // `\approx 8.24`: an approximate answer on its own is its value.
+        t = r.trim_start();
+    }
     t = strip_outer(t);
-    let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
-    if THOUSANDS_PLAIN.is_match(&compact) && t.contains(',') {
-        return compact.replace(',', "");
+    // `32,349` is a number, `32, 349` a list of two (as Math-Verify reads them).
+    if THOUSANDS_PLAIN.is_match(t) {
+        return t.replace(',', "");
     }
     t.to_string()
 }
@@ -512,6 +650,59 @@ mod tests {
         assert_eq!(normalize("1.85\\ \\text{USD}"), "1.85");
         assert_eq!(normalize("\\approx 8.24"), "8.24");
         assert_eq!(normalize("8$,$4").replace(' ', ""), "8,4");
+    }
+
+    #[test]
+    fn doubled_backslashes() {
+        assert_eq!(undouble_backslashes("\\\\frac{1}{5}"), "\\frac{1}{5}");
+        assert_eq!(
+            undouble_backslashes("\\boxed{\\\\frac{1}{5}}"),
+            "\\boxed{\\frac{1}{5}}"
+        );
+        // Fully doubled text: every run halved, so a doubled row break stays a row break.
+        assert_eq!(
+            undouble_backslashes("\\\\begin{pmatrix} 1 \\\\\\\\ 2 \\\\end{pmatrix}"),
+            "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"
+        );
+        // Ordinary LaTeX is untouched: row breaks before a space, three backslashes, matrices.
+        for s in [
+            "a \\\\ b",
+            "a \\\\\\end{align}",
+            "\\frac{1}{2}",
+            "\\begin{pmatrix} 1 \\\\x \\end{pmatrix}",
+        ] {
+            assert!(matches!(undouble_backslashes(s), Cow::Borrowed(_)), "{s}");
+        }
+    }
+
+    #[test]
+    fn decimal_commas_and_not_equal() {
+        assert_eq!(decimal_commas("1,22"), "1.22");
+        assert_eq!(decimal_commas("1000,99"), "1000.99");
+        assert_eq!(decimal_commas("0,111"), "0.111");
+        assert_eq!(decimal_commas("2,74 $"), "2.74 $");
+        // Thousands separators and lists stay.
+        assert_eq!(decimal_commas("1,222"), "1,222");
+        assert_eq!(decimal_commas("12,345,678"), "12,345,678");
+        assert_eq!(decimal_commas("1, 22"), "1, 22");
+        assert_eq!(decimal_commas("1,2,3"), "1,2,3");
+        assert_eq!(decimal_commas("(1,2)"), "(1,2)");
+        assert_eq!(ascii_not_equal("x != 3"), "x  \\ne  3");
+        assert_eq!(ascii_not_equal("x!=3"), "x \\ne 3");
+        assert_eq!(ascii_not_equal("5!=120"), "5!=120");
+        assert_eq!(ascii_not_equal("(n+1)!=24"), "(n+1)!=24");
+    }
+
+    #[test]
+    fn percent_words_and_approximations() {
+        assert_eq!(normalize("28 pct"), "28%");
+        assert_eq!(normalize("28 percentage"), "28%");
+        assert_eq!(normalize("28\\text{ pct}").replace(' ', ""), "28%");
+        assert_eq!(normalize("x \\approx 3"), "x \\approx 3");
+        assert_eq!(normalize("≈ 3"), "3");
+        // `32, 349` is a list, `32,349` a number.
+        assert_eq!(normalize("32,349"), "32349");
+        assert_eq!(normalize("32, 349"), "32, 349");
     }
 
     #[test]

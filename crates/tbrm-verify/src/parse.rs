@@ -361,7 +361,7 @@ impl Parser<'_, '_> {
                 "lt" => RelOp::Lt,
                 "gt" => RelOp::Gt,
                 "ne" | "neq" => RelOp::Ne,
-                "approx" | "equiv" => RelOp::Eq,
+                "equiv" => RelOp::Eq,
                 "in" => RelOp::In,
                 _ => return None,
             },
@@ -380,7 +380,19 @@ impl Parser<'_, '_> {
         let first = self.expr()?;
         let mut operands = vec![first];
         let mut ops = Vec::new();
-        while let Some(op) = self.rel_op() {
+        loop {
+            if self.eat_cmd("approx") || self.eat_cmd("simeq") || self.eat_cmd("thickapprox") {
+                // An approximation: the exact value before it counts (`x = 1/3 \approx 0.33` is
+                // `x = 1/3`, `\frac13 \approx 0.33` is 1/3), except after a lone name
+                // (`x \approx 11` gives the value 11), as Math-Verify reads it.
+                let approx = self.expr()?;
+                if ops.is_empty() && is_label(&operands[0]) {
+                    ops.push(RelOp::Eq);
+                    operands.push(approx);
+                }
+                continue;
+            }
+            let Some(op) = self.rel_op() else { break };
             ops.push(op);
             operands.push(self.expr()?);
         }
@@ -436,6 +448,8 @@ impl Parser<'_, '_> {
                     | "neq"
                     | "in"
                     | "approx"
+                    | "simeq"
+                    | "thickapprox"
                     | "equiv"
                     | "leqslant"
                     | "geqslant"
@@ -804,7 +818,8 @@ impl Parser<'_, '_> {
             return Ok(Node::Tuple(vec![]));
         }
         let mut items = vec![self.union()?];
-        while self.eat_ch(',') {
+        // `(0;-2;6)`: coordinates separated by semicolons, as in the European convention.
+        while self.eat_ch(',') || self.eat_ch(';') {
             items.push(self.union()?);
         }
         let close = match self.next() {
@@ -900,6 +915,17 @@ fn func_by_name(n: &str) -> Option<FuncName> {
         "log" => return Some(FuncName::Log),
         _ => return None,
     }))
+}
+
+/// A name standing for a value: `x`, `AB` (a product of letters), `(p,q)` (a tuple of names),
+/// as on the left of `x = 5`, `(p,q) = (3,2)`.
+pub(crate) fn is_label(n: &Node) -> bool {
+    match n {
+        Node::Sym(_) => true,
+        Node::Mul(fs) => fs.iter().all(|f| matches!(f, Node::Sym(_))),
+        Node::Tuple(xs) => !xs.is_empty() && xs.iter().all(|x| matches!(x, Node::Sym(_))),
+        _ => false,
+    }
 }
 
 pub(crate) fn int(v: i64) -> Node {

@@ -95,6 +95,43 @@ fn huge_inputs_are_bounded() {
 }
 
 #[test]
+fn new_answer_scanners_stay_linear() {
+    // A long answer line full of spans and numbers (the prose candidates, span joining).
+    let line = format!("The answer is {}7.", "$1$ and 2, ".repeat(40_000));
+    let (v, dt) = timed("7", &line);
+    assert!(dt < SLOW, "took {dt:?}: {}", v.reason);
+    let line = format!("Final Answer: {}", "$n$ is 3. ".repeat(40_000));
+    let (_, dt) = timed("3", &line);
+    assert!(dt < SLOW, "took {dt:?}");
+    // Joined spans: many `$1$, ` in a row.
+    let spans = format!("so {}$2$", "$1$, ".repeat(100_000));
+    let (_, dt) = timed("2", &spans);
+    assert!(dt < SLOW, "took {dt:?}");
+    // Doubled backslashes everywhere, and runs of backslashes.
+    let doubled = format!(
+        "{}\\\\boxed{{\\\\frac{{1}}{{5}}}}",
+        "\\\\frac{1}{5} ".repeat(60_000)
+    );
+    let (v, dt) = timed("\\frac{1}{5}", &doubled);
+    assert!(v.correct, "{}", v.reason);
+    assert!(dt < SLOW, "took {dt:?}");
+    let runs = "\\".repeat(500_000);
+    let (_, dt) = timed("1", &runs);
+    assert!(dt < SLOW, "took {dt:?}");
+    // Decimal commas and `!=` everywhere in a plain-text answer.
+    let commas = format!("The total is {}", "1,5 ".repeat(100_000));
+    let (_, dt) = timed("1.5", &commas);
+    assert!(dt < SLOW, "took {dt:?}");
+    let ne = format!("\\boxed{{{}}}", "x != ".repeat(600) + "3");
+    let (_, dt) = timed("x \\neq 3", &ne);
+    assert!(dt < SLOW, "took {dt:?}");
+    // Approximations chained.
+    let approx = format!("\\boxed{{x = 1 {}}}", "\\approx 1 ".repeat(500));
+    let (v, dt) = timed("1", &approx);
+    assert!(dt < SLOW, "took {dt:?}: {}", v.reason);
+}
+
+#[test]
 fn long_lists_and_many_variables_stay_bounded() {
     let list: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
     let rev: Vec<String> = (0..1500).rev().map(|i| i.to_string()).collect();
@@ -190,6 +227,18 @@ const PIECES: &[&str] = &[
     "\\tfrac12",
     "\\begin{array}",
     "\\end",
+    "\\\\frac",
+    "\\\\boxed{",
+    "!=",
+    ";",
+    "1,5",
+    " pct",
+    " percentage",
+    "\\approx",
+    "\\neq",
+    "Final Answer: The largest $n$ is ",
+    "(p,q)=",
+    " and ",
 ];
 
 fn random_latex(rng: &mut ChaCha8Rng) -> String {
