@@ -271,6 +271,14 @@ if [ -d "$MODEL_DIR" ] && [ ! -f "$MODEL_DIR/tokenizer.json" ]; then
 fi
 step generate "$TBRM_BIN" bench generate --model "$MODEL_DIR" "${GEN_ARGS[@]}" \
   --device "$DEV" --dtype bf16
+# The rollout engine on an RL-shaped workload: 64 DAPO prompts x 4 rollouts, up to 512 new
+# tokens (a random model rarely samples EOS, so most rows run to the limit).
+ROLLOUT_PROMPTS="${ROLLOUT_PROMPTS:-$ROOT/shared/data/dapo17k.jsonl}"
+[ -f "$ROLLOUT_PROMPTS" ] || ROLLOUT_PROMPTS="$ROOT/../shared/data/dapo17k.jsonl"
+if [ -f "$ROLLOUT_PROMPTS" ]; then
+  step rollout "$TBRM_BIN" bench rollout --model "$MODEL_DIR" --prompts "$ROLLOUT_PROMPTS" \
+    --limit 64 --rollouts-per-prompt 4 --max-new-tokens 512 --device "$DEV" --dtype bf16
+fi
 fi
 
 # ---------------------------------------------------------------- 5. attention kernel (torch's view)
@@ -402,6 +410,11 @@ print(f"generation (batch {g.get('batch', '-')}, prompt {g.get('prompt_len', '-'
       f"{g.get('new_tokens', '-')} new): exit {status.get('generate', ('not run',))[0]}, "
       f"tokens/s {num(g.get('tokens_per_second'), '.0f')}, median s {num(g.get('median_seconds'), '.2f')}"
       f"{', ' + json.dumps({k: v for k, v in g.items() if 'sdp' in k}) if any('sdp' in k for k in g) else ''}")
+r = last_json("rollout")
+summary["rollout"] = r
+print(f"rollout engine (64 DAPO prompts x 4, <= 512 new): exit "
+      f"{status.get('rollout', ('not run',))[0]}, tokens/s {num(r.get('tokens_per_second'), '.0f')}, "
+      f"engine {json.dumps(r.get('engine', {}))}")
 sdp = last_json("sdp-choice")
 summary["sdp_choice_torch"] = sdp
 print(f"torch _fused_sdp_choice: {json.dumps(sdp) if sdp else '-'}")
