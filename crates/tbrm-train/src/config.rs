@@ -30,7 +30,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.to_string(),
             message: message.into(),
@@ -381,6 +381,13 @@ pub struct OptimSection {
     /// Keep the f32 master weights and Adam moments in host memory; the update runs on the
     /// CPU and the new weights are copied back (7B on one GPU).
     pub offload: bool,
+    /// Data-parallel runs (WORLD_SIZE > 1): shard the Adam moments and master weights across
+    /// ranks (ZeRO-1), so each rank keeps about 1/WORLD_SIZE of them; ignored in one process.
+    /// Checkpoints hold the complete state either way.
+    pub zero1: bool,
+    /// Data-parallel runs: size in MB of the flat float32 buffers gradients are reduced in
+    /// (one collective per buffer).
+    pub bucket_mb: f64,
 }
 
 impl Default for OptimSection {
@@ -400,6 +407,8 @@ impl Default for OptimSection {
             score_batch_tokens: 65536,
             recompute: Recompute::Auto,
             offload: false,
+            zero1: false,
+            bucket_mb: 25.0,
         }
     }
 }
@@ -423,6 +432,9 @@ pub struct TrainSection {
     /// Append every sampled trajectory (ids, behaviour log-probs, reward) to `rollouts.jsonl`
     /// in the run folder: an offline file another run can learn from (`sources.offline_file`).
     pub save_rollouts: bool,
+    /// Data-parallel runs: seconds the start-up rendezvous and each collective may wait for the
+    /// other ranks; a rank that died or hangs stops the others with an error after this long.
+    pub dist_timeout_s: u64,
 }
 
 impl Default for TrainSection {
@@ -436,6 +448,7 @@ impl Default for TrainSection {
             samples_per_step: 2,
             max_nonfinite_steps: 5,
             save_rollouts: false,
+            dist_timeout_s: 300,
         }
     }
 }
@@ -643,7 +656,14 @@ impl TrainConfig {
             ));
         }
 
+        positive("optim.bucket_mb", o.bucket_mb)?;
         at_least_one("train.keep_checkpoints", t.keep_checkpoints)?;
+        if t.dist_timeout_s == 0 {
+            return Err(ConfigError::invalid(
+                "train.dist_timeout_s",
+                "must be at least 1 (seconds)",
+            ));
+        }
         if t.max_nonfinite_steps == 0 {
             return Err(ConfigError::invalid(
                 "train.max_nonfinite_steps",

@@ -79,6 +79,13 @@ pub struct Summary {
     /// Mean rollout reward over the last (up to) 10 steps.
     pub final_reward_mean: Option<f64>,
     pub last_checkpoint: Option<PathBuf>,
+    /// Processes that trained together (data parallelism; 1 = a single process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What a front end hears about a run.

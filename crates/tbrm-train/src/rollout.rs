@@ -92,16 +92,40 @@ pub fn prompt_hash(id: &str) -> u64 {
     })
 }
 
-/// One engine request per problem, its `n` samples on streams 0..n of a seed keyed by the
-/// call's `seed` and the prompt id (and its occurrence, should a prompt appear twice).
-pub fn sample_requests(problems: &[&EncodedProblem], n: usize, seed: u64) -> Vec<Request> {
+/// For each problem, how many times its id appeared earlier in `problems`: the occurrence
+/// index that keys a repeated prompt's samples.
+pub fn occurrences(problems: &[&EncodedProblem]) -> Vec<u64> {
     let mut seen: HashMap<&str, u64> = HashMap::new();
     problems
         .iter()
         .map(|p| {
-            let occurrence = seen.entry(p.problem.id.as_str()).or_insert(0);
-            let key = derive_seed(seed, prompt_hash(&p.problem.id), *occurrence);
-            *occurrence += 1;
+            let n = seen.entry(p.problem.id.as_str()).or_insert(0);
+            *n += 1;
+            *n - 1
+        })
+        .collect()
+}
+
+/// One engine request per problem, its `n` samples on streams 0..n of a seed keyed by the
+/// call's `seed` and the prompt id (and its occurrence, should a prompt appear twice).
+pub fn sample_requests(problems: &[&EncodedProblem], n: usize, seed: u64) -> Vec<Request> {
+    sample_requests_at(problems, &occurrences(problems), n, seed)
+}
+
+/// [`sample_requests`] with the occurrence indices given: a data-parallel rank samples a slice
+/// of the step's prompts with the occurrences counted over the whole list, so its samples are
+/// the ones a single process would draw.
+pub fn sample_requests_at(
+    problems: &[&EncodedProblem],
+    occurrences: &[u64],
+    n: usize,
+    seed: u64,
+) -> Vec<Request> {
+    problems
+        .iter()
+        .zip(occurrences)
+        .map(|(p, &occurrence)| {
+            let key = derive_seed(seed, prompt_hash(&p.problem.id), occurrence);
             Request {
                 prompt: p.prompt_ids.clone(),
                 samples: (0..n as u64)
@@ -132,12 +156,14 @@ pub struct Rollouts {
 }
 
 /// Samples `settings.n` responses for each problem with the current weights and rewards them.
-/// `policy_step` is the number of optimizer steps the weights have had.
+/// `occurrences` are the problems' occurrence indices in the step's prompt list
+/// ([`occurrences`]). `policy_step` is the number of optimizer steps the weights have had.
 #[allow(clippy::too_many_arguments)]
 pub fn rollout(
     model: &CausalLm,
     tok: &Tokenizer,
     problems: &[&EncodedProblem],
+    occurrences: &[u64],
     settings: &RolloutSection,
     reward: &dyn Reward,
     seed: u64,
@@ -153,7 +179,7 @@ pub fn rollout(
         stop: Vec::new(),
         seed: 0,
     };
-    let requests = sample_requests(problems, settings.n, seed);
+    let requests = sample_requests_at(problems, occurrences, settings.n, seed);
     let out = generate_requests(
         model,
         tok,
@@ -221,6 +247,24 @@ pub fn evaluate(
     if problems.is_empty() {
         return Ok(0.0);
     }
+    let correct = evaluate_correct(model, tok, problems, max_new_tokens, batch, engine, reward)?;
+    Ok(correct as f64 / problems.len() as f64)
+}
+
+/// The number of `problems` [`evaluate`] finds solved (a data-parallel rank's share, summed
+/// over ranks).
+pub fn evaluate_correct(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    problems: &[EncodedProblem],
+    max_new_tokens: usize,
+    batch: usize,
+    engine: &EngineOptions,
+    reward: &dyn Reward,
+) -> Result<usize, TrainError> {
+    if problems.is_empty() {
+        return Ok(0);
+    }
     let requests: Vec<Request> = problems
         .iter()
         .map(|p| Request {
@@ -249,7 +293,7 @@ pub fn evaluate(
             }
         }
     }
-    Ok(correct as f64 / problems.len() as f64)
+    Ok(correct)
 }
 
 #[cfg(test)]

@@ -81,6 +81,14 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// The run folder at `root` without touching the disk: what data-parallel ranks other than
+    /// rank 0 hold (they read checkpoints from it but write nothing).
+    pub fn attach(root: &Path) -> Self {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Opens an existing run folder for `--resume`, returning it with its saved config.
     pub fn open(root: &Path) -> Result<(Self, TrainConfig), RunDirError> {
         let dir = RunDir {

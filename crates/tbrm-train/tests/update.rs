@@ -146,6 +146,7 @@ fn micro_batched_lean_gradients_equal_one_plain_pass() {
                 },
                 pad_id: 0,
                 grad_clip: 0.0,
+                dist: None,
             };
             let stats = up.gradients(&batch, Some(&refs)).unwrap();
             let what = format!("{kind:?} recompute={recompute} {micro:?}");
@@ -194,6 +195,7 @@ fn ppo_weights(recompute: bool, micro: BatchPlan) -> Vec<(String, Tensor)> {
         },
         pad_id: 0,
         grad_clip: 1.0,
+        dist: None,
     };
     let sched = PpoSchedule {
         epochs: 2,

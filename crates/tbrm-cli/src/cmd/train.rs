@@ -3,16 +3,23 @@
 //! held-out accuracy before and after. Settings: `--config FILE`, `--set key=value`, flags
 //! (see `settings.rs`). Ctrl-C stops after the current phase, saves a checkpoint and prints
 //! how to resume; a second Ctrl-C aborts at once.
+//!
+//! Under torchrun (`torchrun --nproc-per-node N --no-python tbrm train ...`) the torchrun
+//! variables (`RANK`, `WORLD_SIZE`, ...) make this process one rank of a data-parallel run
+//! (docs/distributed.md); `WORLD_SIZE` unset or 1 is the single-process run. Only rank 0
+//! draws progress and prints the result; other ranks print their messages prefixed with
+//! their rank.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use tbrm_train::config::DeviceChoice;
 use tbrm_train::run_dir::default_run_dir;
+use tbrm_train::trainer::LaunchOptions;
 use tbrm_train::{StepMetrics, TaskData, TrainObserver, Trainer};
 
 use crate::settings::{self, TrainFlags};
@@ -62,21 +69,40 @@ pub struct Args {
     threads: i32,
 }
 
-/// Progress bar with the key numbers of the last step.
+/// Test hook for the fault tests of data parallelism: `TBRM_FAULT=RANK:STEP:exit` makes rank
+/// RANK exit with status 3 right after step STEP, as a crashed worker would; `...:hang` makes
+/// it stop responding there instead.
+const FAULT: &str = "TBRM_FAULT";
+
+/// Progress bar with the key numbers of the last step (rank 0); other ranks print messages
+/// only, prefixed with their rank.
 struct Progress {
     bar: ProgressBar,
+    rank: usize,
+    /// The step after which this process exits or hangs ([`FAULT`]).
+    fault: Option<(u64, bool)>,
 }
 
 impl Progress {
-    fn new() -> Self {
-        let bar = ProgressBar::new(0);
+    fn new(rank: usize) -> Self {
+        let fault = std::env::var(FAULT).ok().and_then(|v| {
+            let mut parts = v.split(':').map(str::trim);
+            let (r, step, what) = (parts.next()?, parts.next()?, parts.next()?);
+            (r.parse::<usize>().ok()? == rank).then_some(())?;
+            Some((step.parse::<u64>().ok()?, what == "hang"))
+        });
+        let bar = if rank == 0 {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
             )
             .expect("static template"),
         );
-        Progress { bar }
+        Progress { bar, rank, fault }
     }
 }
 
@@ -88,6 +114,19 @@ impl TrainObserver for Progress {
     }
 
     fn on_step(&mut self, m: &StepMetrics) {
+        if let Some((step, hang)) = self.fault.filter(|(s, _)| *s == m.step) {
+            eprintln!(
+                "[rank {}] {FAULT}: {} after step {step}",
+                self.rank,
+                if hang { "hanging" } else { "exiting" }
+            );
+            if hang {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            std::process::exit(3);
+        }
         self.bar.set_position(m.step);
         self.bar.set_message(format!(
             "reward {:.3}  loss {:.4}  kl {:.4}  len {:.0}  {:.2} s/step{}",
@@ -105,8 +144,10 @@ impl TrainObserver for Progress {
     }
 
     fn on_eval(&mut self, step: u64, accuracy: f64) {
-        self.bar
-            .println(format!("step {step}: held-out accuracy {accuracy:.3}"));
+        if self.rank == 0 {
+            self.bar
+                .println(format!("step {step}: held-out accuracy {accuracy:.3}"));
+        }
     }
 
     fn on_checkpoint(&mut self, step: u64, path: &Path) {
@@ -114,7 +155,11 @@ impl TrainObserver for Progress {
     }
 
     fn on_message(&mut self, message: &str) {
-        self.bar.println(message);
+        if self.rank == 0 {
+            self.bar.println(message);
+        } else {
+            eprintln!("[rank {}] {message}", self.rank);
+        }
     }
 }
 
@@ -133,10 +178,26 @@ fn flags(args: &Args) -> TrainFlags {
     }
 }
 
+/// This process's place in a torchrun job: `None` when `WORLD_SIZE` is unset or 1 (a single
+/// process); otherwise the torchrun variables, whose errors name the variable.
+fn launch_from_env() -> anyhow::Result<Option<LaunchOptions>> {
+    match std::env::var("WORLD_SIZE") {
+        Err(_) => Ok(None),
+        Ok(w) if w.trim() == "1" => Ok(None),
+        // Backend and timeout are the trainer's choice (device, train.dist_timeout_s).
+        Ok(_) => Ok(Some(LaunchOptions::from_env(
+            tbrm_dist::Backend::Gloo,
+            Duration::from_secs(1),
+        )?)),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
     }
+    let launch = launch_from_env().context("reading the torchrun environment")?;
+    let rank = launch.as_ref().map_or(0, |l| l.rank);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -179,7 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None => None,
             };
             let steps = args.steps;
-            Trainer::resume(
+            Trainer::resume_launched(
                 dir,
                 |cfg| {
                     if let Some(s) = steps {
@@ -190,6 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                 },
                 None,
+                launch,
             )
             .with_context(|| format!("resuming {}", dir.display()))?
         }
@@ -200,21 +262,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| default_run_dir(Path::new("runs"), cfg.algorithm.name.as_str()));
             let task = TaskData::from_config(&cfg).context("loading the training data")?;
-            Trainer::new(cfg, &output, task)?
+            let who = launch
+                .as_ref()
+                .filter(|l| l.world_size > 1)
+                .map(|l| format!("rank {}/{}", l.rank, l.world_size));
+            let t = Trainer::new_launched(cfg, &output, task, launch);
+            match who {
+                Some(who) => t.context(who)?,
+                None => t?,
+            }
         }
     };
     let run_dir = trainer.run_dir().to_path_buf();
-    eprintln!(
-        "run folder {} ({}, {} held-out problems, {:.1} s to set up)",
-        run_dir.display(),
-        trainer.config().algorithm.name.as_str(),
-        trainer.held_out_len(),
-        started.elapsed().as_secs_f64()
-    );
-    let mut progress = Progress::new();
+    let world = trainer.world_size();
+    if world > 1 {
+        eprintln!(
+            "[rank {rank}/{world}] {:?}, optimizer moments and master weights {:.2} MiB{}",
+            trainer.policy().device(),
+            trainer.optimizer_moment_bytes() as f64 / (1u64 << 20) as f64,
+            if trainer.config().optim.zero1 {
+                " (ZeRO-1 shard)"
+            } else {
+                ""
+            }
+        );
+    }
+    if rank == 0 {
+        eprintln!(
+            "run folder {} ({}, {} held-out problems, {world} process{}, {:.1} s to set up)",
+            run_dir.display(),
+            trainer.config().algorithm.name.as_str(),
+            trainer.held_out_len(),
+            if world == 1 { "" } else { "es" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut progress = Progress::new(rank);
     let outcome = trainer.run(&stop, &mut progress);
     progress.bar.finish_and_clear();
-    let outcome = outcome?;
+    let outcome = match outcome {
+        Err(e) if world > 1 => {
+            // Leaving a failed process group can wait out the timeout again; the process is
+            // about to exit, so skip it.
+            std::mem::forget(trainer);
+            return Err(anyhow::Error::new(e).context(format!("rank {rank}")));
+        }
+        other => other?,
+    };
+    if rank != 0 {
+        return Ok(());
+    }
     let s = &outcome.summary;
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{a:.3}"));
     println!(

@@ -243,6 +243,7 @@ pub(crate) fn run(
             },
             pad_id: 0,
             grad_clip: 1.0,
+            dist: None,
         };
         let stats = updater.update_single(&batch, Some(&ref_lp), 1e-6)?;
         anyhow::ensure!(!stats.nonfinite, "non-finite loss or gradient");

@@ -9,7 +9,9 @@
 //!   losses read;
 //! - `update.rs`: gradients over micro-batches through the memory-lean pass, the optimizer step,
 //!   PPO's epochs;
-//! - this file: building and resuming a run, the step loop, checkpoints.
+//! - `state.rs`: checkpoints and resume;
+//! - `distributed.rs`: data parallelism over torch.distributed process groups (torchrun);
+//! - this file: building a run, the step loop.
 //!
 //! Exact resume: everything random is derived from (seed, step), the data position, replay
 //! buffer, pending stale rollouts and optimizer moments are saved with each checkpoint, and a
@@ -21,7 +23,9 @@
 //! `nonfinite_skips`, and training stops with an error after `train.max_nonfinite_steps`.
 
 pub mod batching;
+pub mod distributed;
 mod sources;
+mod state;
 pub mod update;
 
 use std::collections::VecDeque;
@@ -30,27 +34,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tbrm_algo::{AlgoError, LossConfig, LossKind, Needs, PolicyLoss};
-use tbrm_data::{load_offline, DataError, DataOrder, ReplayBuffer, Sampler, Trajectory};
+use tbrm_data::{load_offline, DataError, ReplayBuffer, Sampler, Trajectory};
 use tbrm_model::{CausalLm, LeanOptions, ModelError, Tokenizer};
 use tch::Device;
 
 use crate::builtin;
-use crate::checkpoint::{copy_tokenizer_files, CheckpointError};
+use crate::checkpoint::CheckpointError;
 use crate::config::{Algorithm, ConfigError, TrainConfig};
 use crate::critic::Critic;
 use crate::metrics::{StepMetrics, Summary, TrainObserver};
 use crate::optim::{AdamW, AdamWConfig, OptimError};
 use crate::reward::{Reward, RewardError};
-use crate::rollout::{derive_seed, encode_problem, evaluate, EncodedProblem};
+use crate::rollout::{derive_seed, encode_problem, evaluate_correct, EncodedProblem};
 use crate::run_dir::{RunDir, RunDirError};
 use crate::schedule::LrSchedule;
 use crate::task::TaskError;
 use batching::BatchPlan;
-use sources::prompt_split;
+pub use distributed::{Dist, LaunchOptions};
 pub use sources::TaskData;
-use update::{PpoSchedule, UpdateStats, Updater};
+use sources::{prompt_split, StepSums};
+use update::{PpoSchedule, Updater};
 
 /// Why training could not start or continue.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,17 @@ pub enum TrainError {
     Io { path: PathBuf, message: String },
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A collective failed: a rank died, hung past `train.dist_timeout_s`, or could not join.
+    /// `hint` says which ranks to look at.
+    #[error("data parallelism: {during}: {error}{hint}")]
+    Dist {
+        during: String,
+        error: tbrm_dist::DistError,
+        hint: String,
+    },
+    /// Bad launch settings or a rank that failed to set up.
+    #[error("data parallelism: {0}")]
+    Launch(String),
 }
 
 impl TrainError {
@@ -104,20 +120,6 @@ impl TrainError {
         }
     }
 }
-
-/// What `trainer_state/state.json` holds besides the tensors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainerState {
-    step: u64,
-    data_order: Option<DataOrder>,
-    nonfinite_skips: u64,
-    eval_before: Option<f64>,
-    seed: u64,
-    algorithm: Algorithm,
-    recent_rewards: Vec<f64>,
-}
-
-const STATE_DIR: &str = "trainer_state";
 
 /// Streams of [`derive_seed`], one per use of randomness.
 mod stream {
@@ -162,6 +164,8 @@ pub struct Trainer {
     recent_rewards: VecDeque<f64>,
     last_checkpoint: Option<(u64, PathBuf)>,
     started: Instant,
+    /// The process group of a data-parallel run (`None`: one process).
+    dist: Option<Dist>,
 }
 
 fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
@@ -202,11 +206,70 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError>
 
 impl Trainer {
     /// Starts a new run in `output` (created; must not hold a run yet).
-    pub fn new(mut cfg: TrainConfig, output: &Path, task: TaskData) -> Result<Self, TrainError> {
+    pub fn new(cfg: TrainConfig, output: &Path, task: TaskData) -> Result<Self, TrainError> {
+        Self::new_launched(cfg, output, task, None)
+    }
+
+    /// [`Trainer::new`] as one rank of a data-parallel job (`None` or a world size of 1: one
+    /// process). Every rank calls it with the same config; rank 0 creates the run folder.
+    pub fn new_launched(
+        cfg: TrainConfig,
+        output: &Path,
+        task: TaskData,
+        launch: Option<LaunchOptions>,
+    ) -> Result<Self, TrainError> {
         cfg.validate()?;
+        let (device, dist) = Self::join(&cfg, launch)?;
+        let setup = Self::build_new(cfg, output, task, device, dist.as_ref());
+        Self::finish_setup(setup, dist, "starting the run")
+    }
+
+    /// The device to train on and, for a world size above 1, the joined process group.
+    fn join(
+        cfg: &TrainConfig,
+        launch: Option<LaunchOptions>,
+    ) -> Result<(Device, Option<Dist>), TrainError> {
+        let launch = launch.filter(|l| l.world_size > 1);
+        if let Some(l) = &launch {
+            distributed::validate_world(cfg, l.world_size)?;
+        }
+        let device = distributed::rank_device(cfg.model.device, launch.as_ref())?;
+        let dist = launch
+            .map(|l| Dist::connect(l, device, cfg.train.dist_timeout_s))
+            .transpose()?;
+        Ok((device, dist))
+    }
+
+    /// Data parallelism: every rank learns whether all ranks set up, with the same settings.
+    fn finish_setup(
+        setup: Result<Self, TrainError>,
+        dist: Option<Dist>,
+        during: &str,
+    ) -> Result<Self, TrainError> {
+        let Some(d) = dist else {
+            return setup;
+        };
+        let fingerprint = setup
+            .as_ref()
+            .map(|t| format!("step {}\n{}", t.step, t.cfg.to_toml_string()))
+            .unwrap_or_default();
+        let local = setup.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let agreed = d.agree(during, local, &fingerprint);
+        let mut t = setup?;
+        agreed?;
+        t.dist = Some(d);
+        Ok(t)
+    }
+
+    fn build_new(
+        mut cfg: TrainConfig,
+        output: &Path,
+        task: TaskData,
+        device: Device,
+        dist: Option<&Dist>,
+    ) -> Result<Self, TrainError> {
         let model_dir = builtin::resolve_path(&cfg.model.path);
         cfg.model.path = model_dir.canonicalize().unwrap_or(model_dir.clone());
-        let device = cfg.model.device.resolve();
         let dtype = cfg.model.dtype.kind();
         let policy = CausalLm::load(&model_dir, device, dtype)
             .map_err(|e| TrainError::model(&model_dir, e))?;
@@ -231,110 +294,14 @@ impl Trainer {
         } else {
             None
         };
-        let run = RunDir::create(output, &cfg)?;
-        Self::assemble(cfg, run, model_dir, policy, reference, critic, loss, task)
-    }
-
-    /// Re-opens `run_dir` at its latest complete checkpoint. `adjust` may change the saved
-    /// config before anything is built (the CLI lets `--steps` extend a run and `--device`
-    /// move it); the changed config is written back.
-    pub fn resume(
-        run_dir: &Path,
-        adjust: impl FnOnce(&mut TrainConfig),
-        task: Option<TaskData>,
-    ) -> Result<Self, TrainError> {
-        let (run, mut cfg) = RunDir::open(run_dir)?;
-        adjust(&mut cfg);
-        cfg.validate()?;
-        let (step, ckpt) = run
-            .checkpoints()
-            .latest()?
-            .ok_or_else(|| TrainError::Resume {
-                path: run_dir.to_path_buf(),
-                message: "no complete checkpoint under checkpoints/ (nothing to resume from)"
-                    .into(),
-            })?;
-        let state_dir = ckpt.join(STATE_DIR);
-        let state: TrainerState = read_json(&state_dir.join("state.json"))?;
-        if state.step != step {
-            return Err(TrainError::Resume {
-                path: ckpt.clone(),
-                message: format!(
-                    "trainer state says step {} but the folder is step-{step}",
-                    state.step
-                ),
-            });
-        }
-        if state.algorithm != cfg.algorithm.name {
-            return Err(TrainError::Resume {
-                path: run_dir.to_path_buf(),
-                message: format!(
-                    "checkpoint was trained with {} but the config says {}",
-                    state.algorithm.as_str(),
-                    cfg.algorithm.name.as_str()
-                ),
-            });
-        }
-        run.write_config(&cfg)?;
-        let task = match task {
-            Some(t) => t,
-            None => TaskData::from_config(&cfg)?,
-        };
-        let device = cfg.model.device.resolve();
-        let dtype = cfg.model.dtype.kind();
-        let policy =
-            CausalLm::load(&ckpt, device, dtype).map_err(|e| TrainError::model(&ckpt, e))?;
-        let loss = tbrm_algo::build(&loss_config(&cfg))?;
-        let needs = loss.needs();
-        let reference = if needs.ref_logprobs {
-            let p = builtin::resolve_path(cfg.model.reference.as_ref().unwrap_or(&cfg.model.path));
-            Some(CausalLm::load(&p, device, dtype).map_err(|e| TrainError::model(&p, e))?)
+        let run = if dist.is_none_or(Dist::is_main) {
+            RunDir::create(output, &cfg)?
         } else {
-            None
+            RunDir::attach(output)
         };
-        let critic = if needs.values {
-            Some(Critic::load(
-                &state_dir.join("critic"),
-                device,
-                dtype,
-                adamw_config(&cfg),
-            )?)
-        } else {
-            None
-        };
-        let mut t = Self::assemble(
-            cfg,
-            run,
-            ckpt.clone(),
-            policy,
-            reference,
-            critic,
-            loss,
-            task,
-        )?;
-        t.opt.load(&state_dir.join("optimizer.safetensors"))?;
-        t.step = step;
-        t.nonfinite_skips = state.nonfinite_skips;
-        t.eval_before = state.eval_before;
-        t.recent_rewards = state.recent_rewards.into_iter().collect();
-        if let (Some(s), Some(order)) = (t.sampler.as_mut(), state.data_order) {
-            *s = Sampler::resume(t.train_set.len(), s.batch_size(), true, order)?;
-        }
-        if t.replay.is_some() {
-            let p = state_dir.join("replay.json");
-            if p.is_file() {
-                t.replay = Some(ReplayBuffer::load(&p)?);
-            }
-        }
-        let pending = state_dir.join("async_queue.json");
-        if pending.is_file() {
-            t.pending = read_json::<Vec<Vec<Trajectory>>>(&pending)?
-                .into_iter()
-                .collect();
-        }
-        t.last_checkpoint = Some((step, ckpt));
-        t.run.truncate_logs(step)?;
-        Ok(t)
+        Self::assemble(
+            cfg, run, model_dir, policy, reference, critic, loss, task, dist,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -344,9 +311,10 @@ impl Trainer {
         tokenizer_dir: PathBuf,
         policy: CausalLm,
         mut reference: Option<CausalLm>,
-        critic: Option<Critic>,
+        mut critic: Option<Critic>,
         loss: Box<dyn PolicyLoss>,
         task: TaskData,
+        dist: Option<&Dist>,
     ) -> Result<Self, TrainError> {
         if let (true, Some(r)) = (cfg.model.reference_offload, reference.as_mut()) {
             // Host memory between scorings (`reference_logprobs` brings it over).
@@ -398,8 +366,17 @@ impl Trainer {
             Some(f) if cfg.sources.offline_fraction > 0.0 => load_offline(f)?,
             _ => Vec::new(),
         };
-        let opt = AdamW::for_var_store(policy.var_store(), adamw_config(&cfg))
+        let mut opt = AdamW::for_var_store(policy.var_store(), adamw_config(&cfg))
             .with_offload(cfg.optim.offload);
+        if let Some(d) = dist {
+            let bucket = (cfg.optim.bucket_mb * 1e6) as usize;
+            opt.enable_data_parallel(d.rank(), d.world(), bucket, cfg.optim.zero1);
+            if let Some(c) = critic.as_mut() {
+                // The critic's optimizer stays replicated (ZeRO-1 shards the policy's).
+                c.optimizer
+                    .enable_data_parallel(d.rank(), d.world(), bucket, false);
+            }
+        }
         let schedule = LrSchedule::new(cfg.optim.lr, &cfg.optim, cfg.train.steps);
         let device = policy.device();
         let needs = loss.needs();
@@ -428,6 +405,7 @@ impl Trainer {
             recent_rewards: VecDeque::new(),
             last_checkpoint: None,
             started: Instant::now(),
+            dist: None,
             cfg,
         })
     }
@@ -448,21 +426,66 @@ impl Trainer {
         self.held_out.len()
     }
 
-    /// Greedy accuracy on the held-out set; `None` without one.
+    /// Processes training together (1 without data parallelism).
+    pub fn world_size(&self) -> usize {
+        self.dist.as_ref().map_or(1, Dist::world)
+    }
+
+    /// This process's rank (0 without data parallelism).
+    pub fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, Dist::rank)
+    }
+
+    /// Whether this process writes the run folder (rank 0).
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Bytes of optimizer moments and master weights this process holds (ZeRO-1 shards them).
+    pub fn optimizer_moment_bytes(&self) -> i64 {
+        self.opt.moment_bytes()
+    }
+
+    /// This rank's contiguous share of a list of `n` items (all of it in one process).
+    pub(crate) fn share(&self, n: usize) -> std::ops::Range<usize> {
+        self.dist.as_ref().map_or(0..n, |d| d.share(n))
+    }
+
+    /// Greedy accuracy on the held-out set; `None` without one. Data parallelism: each rank
+    /// decodes its share and the correct counts are summed.
     pub fn evaluate(&self) -> Result<Option<f64>, TrainError> {
         if self.held_out.is_empty() {
             return Ok(None);
         }
-        evaluate(
+        let mine = &self.held_out[self.share(self.held_out.len())];
+        let correct = evaluate_correct(
             &self.policy,
             &self.tok,
-            &self.held_out,
+            mine,
             self.cfg.rollout.max_new_tokens,
             self.cfg.rollout.generation_batch,
             &crate::rollout::engine_options(&self.cfg.rollout),
             self.reward.as_ref(),
-        )
-        .map(Some)
+        )?;
+        let mut c = [correct as f64];
+        if let Some(d) = &self.dist {
+            d.sum("held-out evaluation", &mut c)?;
+        }
+        Ok(Some(c[0] / self.held_out.len() as f64))
+    }
+
+    /// Whether to stop before the next step: `stop` on any rank (so all ranks stop together).
+    fn stop_requested(&self, stop: &AtomicBool) -> Result<bool, TrainError> {
+        let local = stop.load(Ordering::SeqCst);
+        match &self.dist {
+            Some(d) => d.any("stop request", local),
+            None => Ok(local),
+        }
+    }
+
+    /// A mid-step stop check; with data parallelism only step boundaries stop (together).
+    fn stop_now(&self, stop: &AtomicBool) -> bool {
+        self.dist.is_none() && stop.load(Ordering::SeqCst)
     }
 
     /// Runs until `train.steps` or until `stop` is set (then saves a checkpoint and returns
@@ -484,7 +507,7 @@ impl Trainer {
         let mut interrupted = false;
         let mut last_eval = None;
         while self.step < total {
-            if stop.load(Ordering::SeqCst) {
+            if self.stop_requested(stop)? {
                 interrupted = true;
                 break;
             }
@@ -501,7 +524,9 @@ impl Trainer {
                 m.eval_accuracy = acc;
                 last_eval = acc;
             }
-            self.run.append_line(&self.run.metrics_path(), &m)?;
+            if self.is_main() {
+                self.run.append_line(&self.run.metrics_path(), &m)?;
+            }
             obs.on_step(&m);
             let save_every = self.cfg.train.save_every;
             if save_every > 0 && self.step.is_multiple_of(save_every) && self.step < total {
@@ -539,59 +564,15 @@ impl Trainer {
                 self.recent_rewards.iter().sum::<f64>() / self.recent_rewards.len() as f64
             }),
             last_checkpoint: self.last_checkpoint.as_ref().map(|(_, p)| p.clone()),
+            world_size: self.world_size(),
         };
-        tbrm_data::write_json_atomic(&self.run.summary_path(), &summary)?;
+        if self.is_main() {
+            tbrm_data::write_json_atomic(&self.run.summary_path(), &summary)?;
+        }
         Ok(RunOutcome {
             summary,
             run_dir: self.run.root().to_path_buf(),
         })
-    }
-
-    /// Writes checkpoint `step-<current step>` atomically; returns its folder.
-    pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
-        let step = self.step;
-        let path = self
-            .run
-            .checkpoints()
-            .save(step, self.cfg.train.keep_checkpoints, |dir| {
-                self.write_checkpoint(dir)
-            })?;
-        self.last_checkpoint = Some((step, path.clone()));
-        Ok(path)
-    }
-
-    fn write_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        self.policy
-            .save(dir)
-            .map_err(|e| TrainError::model(dir, e))?;
-        copy_tokenizer_files(&self.tokenizer_dir, dir)?;
-        let st = dir.join(STATE_DIR);
-        std::fs::create_dir_all(&st).map_err(|e| TrainError::Io {
-            path: st.clone(),
-            message: e.to_string(),
-        })?;
-        self.opt.save(&st.join("optimizer.safetensors"))?;
-        let state = TrainerState {
-            step: self.step,
-            data_order: self.sampler.as_ref().map(|s| s.position()),
-            nonfinite_skips: self.nonfinite_skips,
-            eval_before: self.eval_before,
-            seed: self.cfg.train.seed,
-            algorithm: self.cfg.algorithm.name,
-            recent_rewards: self.recent_rewards.iter().copied().collect(),
-        };
-        tbrm_data::write_json_atomic(&st.join("state.json"), &state)?;
-        if let Some(r) = &self.replay {
-            r.save(&st.join("replay.json"))?;
-        }
-        if !self.pending.is_empty() {
-            tbrm_data::write_json_atomic(&st.join("async_queue.json"), &self.pending)?;
-        }
-        if let Some(c) = &self.critic {
-            let cdir = st.join("critic");
-            c.save(&cdir)?;
-        }
-        Ok(())
     }
 
     /// Limits of gradient micro-batches and of no-grad scoring passes.
@@ -635,7 +616,7 @@ impl Trainer {
     ) -> Result<Option<StepMetrics>, TrainError> {
         let step_start = Instant::now();
         let gathered = self.gather()?;
-        if stop.load(Ordering::SeqCst) {
+        if self.stop_now(stop) {
             return Ok(None);
         }
         let (used, singletons) = gathered.used(&self.cfg, self.needs.group_ids);
@@ -648,79 +629,86 @@ impl Trainer {
             None
         };
         let ref_s = t1.elapsed().as_secs_f64();
-        if stop.load(Ordering::SeqCst) {
+        if self.stop_now(stop) {
             return Ok(None);
         }
 
-        // Update.
+        // Update (with data parallelism: this rank's share, reduced over ranks).
         let t2 = Instant::now();
         let lr = self.schedule.at(self.step);
-        let mut stats = if used.is_empty() {
-            UpdateStats {
-                loss: f64::NAN,
-                grad_norm: f64::NAN,
-                ..UpdateStats::default()
-            }
-        } else {
-            let (micro, score) = self.plans();
-            let recompute = self
-                .cfg
-                .optim
-                .recompute
-                .enabled(self.policy.num_parameters());
-            let mut updater = Updater {
-                policy: &self.policy,
-                opt: &mut self.opt,
-                critic: self.critic.as_mut(),
-                loss: self.loss.as_ref(),
-                micro,
-                score,
-                lean: LeanOptions {
-                    recompute,
-                    ..LeanOptions::default()
-                },
-                pad_id: self.tok.pad_token_id(),
-                grad_clip: self.cfg.optim.grad_clip,
+        let (micro, score) = self.plans();
+        let recompute = self
+            .cfg
+            .optim
+            .recompute
+            .enabled(self.policy.num_parameters());
+        let mut updater = Updater {
+            policy: &self.policy,
+            opt: &mut self.opt,
+            critic: self.critic.as_mut(),
+            loss: self.loss.as_ref(),
+            micro,
+            score,
+            lean: LeanOptions {
+                recompute,
+                ..LeanOptions::default()
+            },
+            pad_id: self.tok.pad_token_id(),
+            grad_clip: self.cfg.optim.grad_clip,
+            dist: self.dist.as_ref(),
+        };
+        let mut stats = if self.cfg.algorithm.name == Algorithm::Ppo {
+            let sched = PpoSchedule {
+                epochs: self.cfg.algorithm.ppo_epochs,
+                mini_batches: self.cfg.algorithm.ppo_mini_batches,
+                seed: self.cfg.train.seed,
+                step: self.step,
+                critic_lr: lr / self.cfg.optim.lr * self.cfg.algorithm.critic_lr,
             };
-            if self.cfg.algorithm.name == Algorithm::Ppo {
-                let sched = PpoSchedule {
-                    epochs: self.cfg.algorithm.ppo_epochs,
-                    mini_batches: self.cfg.algorithm.ppo_mini_batches,
-                    seed: self.cfg.train.seed,
-                    step: self.step,
-                    critic_lr: lr / self.cfg.optim.lr * self.cfg.algorithm.critic_lr,
-                };
-                updater.update_ppo(&used, ref_lp.as_deref(), lr, sched)?
-            } else {
-                updater.update_single(&used, ref_lp.as_deref(), lr)?
-            }
+            updater.update_ppo(&used, ref_lp.as_deref(), lr, sched)?
+        } else {
+            updater.update_single(&used, ref_lp.as_deref(), lr)?
         };
         let update_s = t2.elapsed().as_secs_f64();
+        let mut sums = StepSums {
+            used: used.len() as f64,
+            lone: singletons as f64,
+            passes: stats.passes as f64,
+            ..gathered.sums()
+        };
+        sums.reduce(self.dist.as_ref())?;
         if self.needs.group_ids {
             stats
                 .extra
-                .insert("grpo/lone_trajectories_dropped".into(), singletons as f64);
+                .insert("grpo/lone_trajectories_dropped".into(), sums.lone);
         }
-        stats
-            .extra
-            .insert("perf/update_passes".into(), stats.passes as f64);
-        let trajectories = used.len();
-        let (reward_mean, response_len, truncated_frac) = (
-            gathered.reward_mean(),
-            gathered.response_len(),
-            gathered.truncated_frac(),
-        );
+        stats.extra.insert("perf/update_passes".into(), sums.passes);
+        let rollout_reward_mean = StepSums::mean(sums.rollout_reward, sums.rollouts);
 
-        // Commit.
+        // Commit (only rank 0 writes to the run folder).
+        let main = self.is_main();
         self.sampler = gathered.sampler;
         if self.cfg.train.save_rollouts {
-            self.run
-                .append_lines(&self.run.rollouts_path(), gathered.fresh.iter().flatten())?;
+            let all = match &self.dist {
+                Some(d) => d.gather_batches("gathering rollouts", &gathered.fresh)?,
+                None => gathered.fresh.clone(),
+            };
+            if main {
+                self.run
+                    .append_lines(&self.run.rollouts_path(), all.iter().flatten())?;
+            }
         }
         self.pending.extend(gathered.fresh);
         let consumed = self.pending.pop_front();
-        if let (Some(r), Some(c)) = (self.replay.as_mut(), consumed) {
-            r.extend(c);
+        if let (Some(_), Some(c)) = (self.replay.as_ref(), consumed) {
+            // Every rank keeps the whole buffer: it replays draws of all ranks' rollouts.
+            let c = match &self.dist {
+                Some(d) => d
+                    .gather_batches("gathering rollouts for replay", &[c])?
+                    .concat(),
+                None => c,
+            };
+            self.replay.as_mut().expect("checked above").extend(c);
         }
         self.step += 1;
         if stats.nonfinite {
@@ -737,14 +725,16 @@ impl Trainer {
                 });
             }
         }
-        if gathered.rollout_reward_mean.is_finite() {
-            self.recent_rewards.push_back(gathered.rollout_reward_mean);
+        if rollout_reward_mean.is_finite() {
+            self.recent_rewards.push_back(rollout_reward_mean);
             if self.recent_rewards.len() > 10 {
                 self.recent_rewards.pop_front();
             }
         }
-        for s in &gathered.samples {
-            self.run.append_line(&self.run.samples_path(), s)?;
+        if main {
+            for s in &gathered.samples {
+                self.run.append_line(&self.run.samples_path(), s)?;
+            }
         }
         let kl = if stats.kl_tokens > 0.0 {
             stats.kl_sum / stats.kl_tokens
@@ -752,22 +742,23 @@ impl Trainer {
             f64::NAN
         };
         let rollout_s = gathered.rollout_s;
+        let or_zero = |m: f64| if m.is_nan() { 0.0 } else { m };
         Ok(Some(StepMetrics {
             step: self.step,
-            reward_mean,
-            rollout_reward_mean: gathered.rollout_reward_mean,
+            reward_mean: StepSums::mean(sums.reward, sums.batch),
+            rollout_reward_mean,
             loss: if stats.nonfinite {
                 f64::NAN
             } else {
                 stats.loss
             },
             kl,
-            response_len,
-            truncated_frac,
+            response_len: or_zero(StepSums::mean(sums.response_len, sums.batch)),
+            truncated_frac: or_zero(StepSums::mean(sums.truncated, sums.batch)),
             lr,
             grad_norm: stats.grad_norm,
             tokens_per_s: if rollout_s > 0.0 {
-                gathered.gen_tokens as f64 / rollout_s
+                sums.gen_tokens / rollout_s
             } else {
                 0.0
             },
@@ -775,9 +766,9 @@ impl Trainer {
             ref_s,
             update_s,
             step_s: step_start.elapsed().as_secs_f64(),
-            trajectories,
-            replay_trajectories: gathered.replay_count,
-            offline_trajectories: gathered.offline_count,
+            trajectories: sums.used as usize,
+            replay_trajectories: sums.replay as usize,
+            offline_trajectories: sums.offline as usize,
             nonfinite_skips: self.nonfinite_skips,
             skipped: stats.nonfinite,
             eval_accuracy: None,

@@ -6,6 +6,10 @@
 //!
 //! Gathering works on copies of the mutable state (sampler, queue); the step commits them only
 //! when it completes, so an interrupted step leaves the trainer as it was.
+//!
+//! Data parallelism: every rank draws the same prompts, replayed and offline indices and takes
+//! its contiguous share of each list (`Trainer::share`); the counts and sums of [`StepSums`]
+//! are then summed over ranks.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,12 +21,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tbrm_data::{load_dataset, LoadOptions, Problem, Sampler, Trajectory, TrajectorySource};
 
+use super::distributed::Dist;
 use super::{stream, TrainError, Trainer};
 use crate::builtin;
 use crate::config::{TrainConfig, TruncatedPolicy};
 use crate::metrics::Sample;
 use crate::reward::{MathVerifyReward, Reward};
-use crate::rollout::{derive_seed, rollout, EncodedProblem};
+use crate::rollout::{derive_seed, occurrences, rollout, EncodedProblem};
 
 /// The problems and reward of a run.
 pub struct TaskData {
@@ -98,9 +103,77 @@ pub(crate) struct StepBatch {
     pub samples: Vec<Sample>,
     pub gen_tokens: usize,
     pub rollout_s: f64,
-    pub rollout_reward_mean: f64,
     pub replay_count: usize,
     pub offline_count: usize,
+}
+
+/// A step's counts and sums on this rank (summed over ranks by [`StepSums::reduce`]); the
+/// logged means are formed from them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StepSums {
+    /// Trajectories in the update batch, their rewards, response tokens, truncated ones.
+    pub batch: f64,
+    pub reward: f64,
+    pub response_len: f64,
+    pub truncated: f64,
+    /// Freshly sampled rollouts, their rewards, generated tokens.
+    pub rollouts: f64,
+    pub rollout_reward: f64,
+    pub gen_tokens: f64,
+    pub replay: f64,
+    pub offline: f64,
+    /// Trajectories the loss used, lone ones GRPO dropped, forward/backward passes.
+    pub used: f64,
+    pub lone: f64,
+    pub passes: f64,
+}
+
+impl StepSums {
+    /// Sums every field over ranks (one collective); nothing without `dist`.
+    pub fn reduce(&mut self, dist: Option<&Dist>) -> Result<(), TrainError> {
+        let Some(d) = dist else {
+            return Ok(());
+        };
+        let mut v = [
+            self.batch,
+            self.reward,
+            self.response_len,
+            self.truncated,
+            self.rollouts,
+            self.rollout_reward,
+            self.gen_tokens,
+            self.replay,
+            self.offline,
+            self.used,
+            self.lone,
+            self.passes,
+        ];
+        d.sum("step metrics", &mut v)?;
+        [
+            self.batch,
+            self.reward,
+            self.response_len,
+            self.truncated,
+            self.rollouts,
+            self.rollout_reward,
+            self.gen_tokens,
+            self.replay,
+            self.offline,
+            self.used,
+            self.lone,
+            self.passes,
+        ] = v;
+        Ok(())
+    }
+
+    /// `sum / n`, NaN when `n` is 0.
+    pub fn mean(sum: f64, n: f64) -> f64 {
+        if n > 0.0 {
+            sum / n
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 impl StepBatch {
@@ -127,34 +200,21 @@ impl StepBatch {
         (keep, lone.len())
     }
 
-    fn mean(values: impl Iterator<Item = f64>) -> f64 {
-        let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-        if n == 0 {
-            f64::NAN
-        } else {
-            sum / n as f64
-        }
-    }
-
-    pub fn reward_mean(&self) -> f64 {
-        Self::mean(self.batch.iter().map(|t| f64::from(t.reward)))
-    }
-
-    pub fn response_len(&self) -> f64 {
-        let m = Self::mean(self.batch.iter().map(|t| t.response_ids.len() as f64));
-        if m.is_nan() {
-            0.0
-        } else {
-            m
-        }
-    }
-
-    pub fn truncated_frac(&self) -> f64 {
-        let m = Self::mean(self.batch.iter().map(|t| f64::from(u8::from(t.truncated))));
-        if m.is_nan() {
-            0.0
-        } else {
-            m
+    /// This rank's counts and sums (the update's `used`, `lone` and `passes` are set by the
+    /// caller).
+    pub fn sums(&self) -> StepSums {
+        let fresh = || self.fresh.iter().flatten();
+        StepSums {
+            batch: self.batch.len() as f64,
+            reward: self.batch.iter().map(|t| f64::from(t.reward)).sum(),
+            response_len: self.batch.iter().map(|t| t.response_ids.len() as f64).sum(),
+            truncated: self.batch.iter().filter(|t| t.truncated).count() as f64,
+            rollouts: fresh().count() as f64,
+            rollout_reward: fresh().map(|t| f64::from(t.reward)).sum(),
+            gen_tokens: self.gen_tokens as f64,
+            replay: self.replay_count as f64,
+            offline: self.offline_count as f64,
+            ..StepSums::default()
         }
     }
 }
@@ -169,6 +229,8 @@ impl Trainer {
     ) -> Result<(Vec<Trajectory>, Vec<Sample>, usize), TrainError> {
         let idx = sampler.next_batch();
         let problems: Vec<&EncodedProblem> = idx.iter().map(|&i| &self.train_set[i]).collect();
+        let occurrences = occurrences(&problems);
+        let mine = self.share(problems.len());
         let seed = derive_seed(
             self.cfg.train.seed,
             self.step,
@@ -177,7 +239,8 @@ impl Trainer {
         let r = rollout(
             &self.policy,
             &self.tok,
-            &problems,
+            &problems[mine.clone()],
+            &occurrences[mine],
             &self.cfg.rollout,
             self.reward.as_ref(),
             seed,
@@ -217,8 +280,6 @@ impl Trainer {
             }
         }
         let rollout_s = t0.elapsed().as_secs_f64();
-        let rollout_reward_mean =
-            StepBatch::mean(fresh.iter().flatten().map(|t| f64::from(t.reward)));
 
         let mut batch: Vec<Trajectory> = match (self.pending.front(), fresh.first()) {
             (Some(p), _) => p.clone(),
@@ -235,7 +296,8 @@ impl Trainer {
                     stream::REPLAY,
                 ));
                 let stored: Vec<&Trajectory> = r.iter().collect();
-                for i in sample_indices(&mut rng, stored.len(), want) {
+                let picked = sample_indices(&mut rng, stored.len(), want).into_vec();
+                for &i in &picked[self.share(picked.len())] {
                     let mut t = stored[i].clone();
                     t.source = TrajectorySource::Replay;
                     batch.push(t);
@@ -251,7 +313,8 @@ impl Trainer {
                 self.step,
                 stream::OFFLINE,
             ));
-            for i in sample_indices(&mut rng, self.offline.len(), want) {
+            let picked = sample_indices(&mut rng, self.offline.len(), want).into_vec();
+            for &i in &picked[self.share(picked.len())] {
                 batch.push(self.offline[i].clone());
                 offline_count += 1;
             }
@@ -263,7 +326,6 @@ impl Trainer {
             samples,
             gen_tokens,
             rollout_s,
-            rollout_reward_mean,
             replay_count,
             offline_count,
         })

@@ -11,6 +11,12 @@
 //! TBRM and GRPO make ONE optimizer step per training step (Algorithm 1 of arXiv:2505.15311:
 //! no PPO-style epochs). PPO makes `epochs x mini_batches` steps of actor and critic, each with
 //! its own AdamW; the critic back-propagates through ordinary autograd inside the loss.
+//!
+//! Data parallelism (`Updater::dist`): `batch` is this rank's share. The totals the losses are
+//! divided by are summed over ranks first, so each rank's gradient is that of its local sum
+//! over the global totals, and the sum over ranks (the bucketed all-reduce) is the gradient of
+//! the whole batch; clipping sees the global norm. PPO cuts its mini-batches from the global
+//! batch (one permutation of all ranks' rows) and whitens advantages with global moments.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +29,7 @@ use tbrm_model::{forward_backward, CausalLm, LeanOptions};
 use tch::{Kind, Tensor};
 
 use super::batching::{group_ids, index_tensor, pack, totals_of, BatchPlan, BatchTensors};
+use super::distributed::Dist;
 use super::TrainError;
 use crate::critic::Critic;
 use crate::optim::AdamW;
@@ -74,6 +81,9 @@ pub struct Updater<'a> {
     pub pad_id: u32,
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
+    /// Data parallelism: `batch` is this rank's share; totals, statistics and gradients are
+    /// reduced over the ranks (`None`: one process, the whole batch).
+    pub dist: Option<&'a Dist>,
 }
 
 /// Adds `weight * value` of each metric into `acc`.
@@ -89,6 +99,64 @@ struct LossData<'t> {
     advantages: Option<&'t Advantages>,
     /// PPO: critic values at rollout time (B, L).
     old_values: Option<&'t Tensor>,
+    /// Rows of the whole (all ranks') batch: the denominator of metric weights.
+    rows_total: f64,
+}
+
+/// Sums over ranks the pieces of `totals` (one collective for all of them), in order.
+fn global_totals(
+    dist: Option<&Dist>,
+    totals: &[BatchTotals],
+) -> Result<Vec<BatchTotals>, TrainError> {
+    let Some(d) = dist else {
+        return Ok(totals.to_vec());
+    };
+    let mut flat: Vec<f64> = totals
+        .iter()
+        .flat_map(|t| [t.trajectories, t.tokens])
+        .collect();
+    d.sum("batch totals", &mut flat)?;
+    Ok(flat
+        .chunks(2)
+        .map(|c| BatchTotals {
+            trajectories: c[0],
+            tokens: c[1],
+        })
+        .collect())
+}
+
+/// Sums the accumulated gradients over ranks and clips to the global norm; returns the norm.
+fn reduce_and_clip(opt: &mut AdamW, dist: Option<&Dist>, max_norm: f64) -> Result<f64, TrainError> {
+    match dist {
+        None => Ok(opt.clip_grad_norm(max_norm)),
+        Some(d) => {
+            opt.reduce_gradients(d.pg())
+                .map_err(|e| d.optim_error("gradient reduction", e))?;
+            opt.clip_grad_norm_dp(d.pg(), max_norm)
+                .map_err(|e| d.optim_error("gradient norm", e))
+        }
+    }
+}
+
+fn optimizer_step(opt: &mut AdamW, dist: Option<&Dist>, lr: f64) -> Result<(), TrainError> {
+    match dist {
+        None => {
+            opt.step(lr);
+            Ok(())
+        }
+        Some(d) => opt
+            .step_dp(d.pg(), lr)
+            .map_err(|e| d.optim_error("optimizer step", e)),
+    }
+}
+
+/// The statistics of a step with nothing to train on.
+fn empty_stats() -> UpdateStats {
+    UpdateStats {
+        loss: f64::NAN,
+        grad_norm: f64::NAN,
+        ..UpdateStats::default()
+    }
 }
 
 impl Updater<'_> {
@@ -99,27 +167,57 @@ impl Updater<'_> {
         ref_lp: Option<&[Vec<f32>]>,
         lr: f64,
     ) -> Result<UpdateStats, TrainError> {
-        let mut stats = self.gradients(batch, ref_lp)?;
+        let local = totals_of(batch);
+        let rows = BatchTotals {
+            trajectories: batch.len() as f64,
+            tokens: 0.0,
+        };
+        let global = global_totals(self.dist, &[local, rows])?;
+        let (totals, rows_total) = (global[0], global[1].trajectories);
+        if rows_total == 0.0 {
+            return Ok(empty_stats());
+        }
+        let mut stats = if batch.is_empty() {
+            self.opt.zero_grad();
+            UpdateStats::default()
+        } else {
+            self.gradients_with(batch, ref_lp, totals, rows_total)?
+        };
+        if let Some(d) = self.dist {
+            d.reduce_update_stats(&mut stats)?;
+        }
         if stats.nonfinite {
             self.opt.zero_grad();
             return Ok(stats);
         }
-        stats.grad_norm = self.opt.clip_grad_norm(self.grad_clip);
+        stats.grad_norm = reduce_and_clip(self.opt, self.dist, self.grad_clip)?;
         if !stats.grad_norm.is_finite() {
             stats.nonfinite = true;
             self.opt.zero_grad();
             return Ok(stats);
         }
-        self.opt.step(lr);
+        optimizer_step(self.opt, self.dist, lr)?;
         self.opt.zero_grad();
         Ok(stats)
     }
 
-    /// TBRM / GRPO: the whole batch's gradient in the optimizer's accumulators (no step).
+    /// TBRM / GRPO: the whole batch's gradient in the optimizer's accumulators (no step; one
+    /// process).
     pub fn gradients(
         &mut self,
         batch: &[&Trajectory],
         ref_lp: Option<&[Vec<f32>]>,
+    ) -> Result<UpdateStats, TrainError> {
+        self.gradients_with(batch, ref_lp, totals_of(batch), batch.len() as f64)
+    }
+
+    /// This rank's gradient, of its local loss sum over the whole batch's `totals`.
+    fn gradients_with(
+        &mut self,
+        batch: &[&Trajectory],
+        ref_lp: Option<&[Vec<f32>]>,
+        totals: BatchTotals,
+        rows_total: f64,
     ) -> Result<UpdateStats, TrainError> {
         let device = self.policy.device();
         let tensors = BatchTensors::new(batch, ref_lp, device);
@@ -141,31 +239,35 @@ impl Updater<'_> {
             tensors: &tensors,
             advantages: advantages.as_ref(),
             old_values: None,
+            rows_total,
         };
-        self.accumulate(batch, &all, &data, 1.0, true, &mut stats)?;
+        self.accumulate(batch, &all, &data, totals, 1.0, true, &mut stats)?;
         if let Some(a) = &advantages {
+            // Batch means of this share, weighted by its part of the whole batch.
+            let share = batch.len() as f64 / rows_total;
             for (k, v) in &a.metrics {
-                stats.extra.insert(k.clone(), *v);
+                stats.extra.insert(k.clone(), *v * share);
             }
         }
         Ok(stats)
     }
 
-    /// Accumulates the gradient of the loss over `rows` of `batch`, normalised by those rows'
-    /// totals, in micro-batches cut by `self.micro`. Returns false (and sets
-    /// `stats.nonfinite`) at the first non-finite micro-batch loss. Metrics are added with
-    /// weight `rows_in_micro / batch.len() * metric_scale`.
+    /// Accumulates the gradient of the loss over `rows` of `batch`, normalised by `totals`
+    /// (those rows' totals, over all ranks), in micro-batches cut by `self.micro`. Returns
+    /// false (and sets `stats.nonfinite`) at the first non-finite micro-batch loss. Metrics are
+    /// added with weight `rows_in_micro / data.rows_total * metric_scale`.
+    #[allow(clippy::too_many_arguments)]
     fn accumulate(
         &mut self,
         batch: &[&Trajectory],
         rows: &[usize],
         data: &LossData<'_>,
+        totals: BatchTotals,
         metric_scale: f64,
         count_kl: bool,
         stats: &mut UpdateStats,
     ) -> Result<bool, TrainError> {
         let sub: Vec<&Trajectory> = rows.iter().map(|&i| batch[i]).collect();
-        let totals: BatchTotals = totals_of(&sub);
         let needs = self.loss.needs();
         let device = self.policy.device();
         let mut lean = self.lean;
@@ -235,7 +337,7 @@ impl Updater<'_> {
                 stats.kl_sum += diff.double_value(&[]);
                 stats.kl_tokens += packed.response_lens.iter().sum::<i64>() as f64;
             }
-            let weight = idx.len() as f64 / batch.len() as f64 * metric_scale;
+            let weight = idx.len() as f64 / data.rows_total * metric_scale;
             accumulate_metrics(&mut stats.extra, &pass.extra, weight);
         }
         Ok(true)
@@ -270,10 +372,25 @@ impl Updater<'_> {
         lr: f64,
         sched: PpoSchedule,
     ) -> Result<UpdateStats, TrainError> {
+        // This share's rows are global rows offset..offset + batch.len().
+        let (offset, rows_total) = match self.dist {
+            Some(d) => d.offset_of(batch.len())?,
+            None => (0, batch.len()),
+        };
+        if rows_total == 0 {
+            return Ok(empty_stats());
+        }
         let device = self.policy.device();
         let tensors = BatchTensors::new(batch, ref_lp, device);
         let old_values = self.old_values(batch, &tensors.mask)?;
-        let adv = {
+        let mut adv = if batch.is_empty() {
+            let empty = Tensor::zeros([0, 0], (Kind::Float, device));
+            Advantages {
+                advantages: empty.shallow_clone(),
+                returns: Some(empty),
+                metrics: Vec::new(),
+            }
+        } else {
             let mut ai = AdvantageInputs::new(&tensors.rewards, &tensors.mask);
             ai.values = Some(&old_values);
             ai.old_logprobs = Some(&tensors.old);
@@ -285,66 +402,104 @@ impl Updater<'_> {
                     input: "advantages",
                 }))?
         };
+        if let Some(d) = self.dist {
+            // GAE's returns are raw advantages + values: whiten the raw ones over all ranks.
+            let returns = adv.returns.as_ref().expect("PPO advantages carry returns");
+            adv.advantages = d.whiten(&(returns - &old_values), &tensors.mask)?;
+        }
         let data = LossData {
             tensors: &tensors,
             advantages: Some(&adv),
             old_values: Some(&old_values),
+            rows_total: rows_total as f64,
         };
-        let mut stats = UpdateStats::default();
-        let mut norms = Vec::new();
-        let mut losses = Vec::new();
+        // Every epoch's mini-batches, cut from one permutation of the global batch; each
+        // rank keeps the rows it holds.
+        let per = rows_total.div_ceil(sched.mini_batches.max(1));
+        let mut minis: Vec<(usize, Vec<usize>)> = Vec::new();
         for epoch in 0..sched.epochs {
-            let mut perm: Vec<usize> = (0..batch.len()).collect();
+            let mut perm: Vec<usize> = (0..rows_total).collect();
             let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
                 sched.seed,
                 sched.step,
                 PPO_PERM_STREAM ^ ((epoch as u64) << 8),
             ));
             perm.shuffle(&mut rng);
-            let per = batch.len().div_ceil(sched.mini_batches.max(1));
-            for mini in perm.chunks(per) {
-                self.opt.zero_grad();
-                self.critic_mut().optimizer.zero_grad();
-                let loss_before = stats.loss;
-                let ok = self.accumulate(
-                    batch,
-                    mini,
-                    &data,
-                    1.0 / sched.epochs as f64,
-                    epoch == 0,
-                    &mut stats,
-                )?;
-                let mini_loss = stats.loss - loss_before;
-                stats.loss = loss_before;
-                let norm = if ok {
-                    self.opt.clip_grad_norm(self.grad_clip)
-                } else {
-                    f64::NAN
-                };
-                let grad_clip = self.grad_clip;
-                let critic = self.critic_mut();
-                let cnorm = if ok {
-                    critic.optimizer.clip_grad_norm(grad_clip)
-                } else {
-                    f64::NAN
-                };
-                if !ok || !norm.is_finite() || !cnorm.is_finite() {
-                    stats.nonfinite = true;
-                    critic.optimizer.zero_grad();
-                    self.opt.zero_grad();
-                    continue;
-                }
-                critic.optimizer.step(sched.critic_lr);
-                critic.optimizer.zero_grad();
-                self.opt.step(lr);
-                self.opt.zero_grad();
-                norms.push(norm);
-                stats.extra.insert("critic/grad_norm".into(), cnorm);
-                losses.push(mini_loss);
+            for chunk in perm.chunks(per) {
+                let local = chunk
+                    .iter()
+                    .filter(|&&g| g >= offset && g < offset + batch.len())
+                    .map(|&g| g - offset)
+                    .collect();
+                minis.push((epoch, local));
             }
         }
+        let local_totals: Vec<BatchTotals> = minis
+            .iter()
+            .map(|(_, rows)| totals_of(&rows.iter().map(|&i| batch[i]).collect::<Vec<_>>()))
+            .collect();
+        let totals = global_totals(self.dist, &local_totals)?;
+        let mut stats = UpdateStats::default();
+        let mut norms = Vec::new();
+        let mut losses = Vec::new();
+        let mut critic_norm = None;
+        for ((epoch, mini), totals) in minis.iter().zip(totals) {
+            self.opt.zero_grad();
+            self.critic_mut().optimizer.zero_grad();
+            let loss_before = stats.loss;
+            let mut ok = self.accumulate(
+                batch,
+                mini,
+                &data,
+                totals,
+                1.0 / sched.epochs as f64,
+                *epoch == 0,
+                &mut stats,
+            )?;
+            let mut mini_loss = stats.loss - loss_before;
+            stats.loss = loss_before;
+            if let Some(d) = self.dist {
+                let mut agreed = [f64::from(u8::from(!ok)), if ok { mini_loss } else { 0.0 }];
+                d.sum("mini-batch loss", &mut agreed)?;
+                ok = agreed[0] == 0.0;
+                mini_loss = agreed[1];
+            }
+            if !ok {
+                stats.nonfinite = true;
+                self.critic_mut().optimizer.zero_grad();
+                self.opt.zero_grad();
+                continue;
+            }
+            let (dist, grad_clip) = (self.dist, self.grad_clip);
+            let norm = reduce_and_clip(self.opt, dist, grad_clip)?;
+            let critic = self.critic_mut();
+            let cnorm = reduce_and_clip(&mut critic.optimizer, dist, grad_clip)?;
+            if !norm.is_finite() || !cnorm.is_finite() {
+                stats.nonfinite = true;
+                critic.optimizer.zero_grad();
+                self.opt.zero_grad();
+                continue;
+            }
+            optimizer_step(&mut critic.optimizer, dist, sched.critic_lr)?;
+            critic.optimizer.zero_grad();
+            optimizer_step(self.opt, dist, lr)?;
+            self.opt.zero_grad();
+            norms.push(norm);
+            critic_norm = Some(cnorm);
+            losses.push(mini_loss);
+        }
+        let share = batch.len() as f64 / rows_total as f64;
         for (k, v) in &adv.metrics {
-            stats.extra.insert(k.clone(), *v);
+            stats.extra.insert(k.clone(), *v * share);
+        }
+        if let Some(d) = self.dist {
+            let mut kl = [stats.kl_sum, stats.kl_tokens];
+            d.sum("KL statistics", &mut kl)?;
+            (stats.kl_sum, stats.kl_tokens) = (kl[0], kl[1]);
+            d.reduce_metrics(&mut stats.extra)?;
+        }
+        if let Some(c) = critic_norm {
+            stats.extra.insert("critic/grad_norm".into(), c);
         }
         stats.grad_norm = norms.last().copied().unwrap_or(f64::NAN);
         stats.loss = if losses.is_empty() {
