@@ -113,6 +113,22 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// A failed collective of training step `step` says so.
+    fn at_step(self, step: u64) -> Self {
+        match self {
+            TrainError::Dist {
+                during,
+                error,
+                hint,
+            } => TrainError::Dist {
+                during: format!("step {step}: {during}"),
+                error,
+                hint,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn model(path: impl AsRef<Path>, source: ModelError) -> Self {
         TrainError::Model {
             path: path.as_ref().to_path_buf(),
@@ -478,7 +494,10 @@ impl Trainer {
     fn stop_requested(&self, stop: &AtomicBool) -> Result<bool, TrainError> {
         let local = stop.load(Ordering::SeqCst);
         match &self.dist {
-            Some(d) => d.any("stop request", local),
+            Some(d) => d.any(
+                &format!("stop request before step {}", self.step + 1),
+                local,
+            ),
             None => Ok(local),
         }
     }
@@ -511,7 +530,8 @@ impl Trainer {
                 interrupted = true;
                 break;
             }
-            let Some(mut m) = self.train_step(stop, obs)? else {
+            let next = self.step + 1;
+            let Some(mut m) = self.train_step(stop, obs).map_err(|e| e.at_step(next))? else {
                 interrupted = true;
                 break;
             };
