@@ -8,10 +8,12 @@ What it writes to --out (a Hugging Face folder that transformers, vLLM and tbrm 
 - config.json, generation_config.json, model.safetensors (float32): a Qwen2ForCausalLM with
   hidden 768, 12 layers, 12 heads (head_dim 64), 2 KV heads, intermediate 2304, vocab 32000,
   untied lm_head, initialised by transformers from --seed (about 129.4M parameters; printed).
-- tokenizer.json, tokenizer_config.json: a byte-level BPE (NFC; pre-split at whitespace and
-  around every digit, see SPLIT) trained with the `tokenizers` library on the problems and solutions of
-  shared/data/math_train.jsonl to exactly 32000 tokens, ids 0-2 being `<|endoftext|>` (pad),
-  `<|im_start|>`, `<|im_end|>` (eos). It adds no special tokens on encode (like Qwen's).
+- tokenizer.json, tokenizer_config.json: a byte-level BPE with Qwen2's exact pre-tokenizer
+  (regex, NFC, ByteLevel) trained with the `tokenizers` library to exactly 32000 tokens on the
+  problems and solutions of shared/data/math_train.jsonl plus the problems of
+  shared/data/dapo17k.jsonl after its first 64 rows (see QWEN2_SPLIT for why); ids 0-2 are
+  `<|endoftext|>` (pad), `<|im_start|>`, `<|im_end|>` (eos). Like Qwen's, it adds no special
+  tokens on encode. AutoTokenizer, vLLM and the Rust `tokenizers` crate give the same ids.
 
 Realistic response lengths: a random model almost never samples one given token, so every
 rollout would run to the cap. The weights are edited so that the EOS logit is (nearly) the same
@@ -59,17 +61,24 @@ import time
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import processors
-from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 DATA = pathlib.Path("/work/shared/data")
 VOCAB = 32000
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PAD_ID, IM_START_ID, EOS_ID = 0, 1, 2
-# Pre-tokenizer split: whitespace-delimited chunks (a leading space kept, as GPT-2/Qwen do) with
-# every digit on its own; letters, punctuation and LaTeX inside a chunk may merge. Qwen2's own
-# word-level regex cannot reach 32000 tokens on math_train.jsonl (about 22300 at most, every
-# pair merged), this one reaches about 39800 with pairs seen twice or more.
-SPLIT = r" ?[^\s\d]+|\d|\s+(?!\S)|\s+"
+# Qwen2's pre-tokenizer split (digits one by one). It must be exactly this: transformers >= 5
+# loads any model_type "qwen2" folder through Qwen2Tokenizer, which rebuilds the pipeline with
+# this regex (and NFC, ByteLevel) whatever tokenizer.json says, so any other split would make
+# AutoTokenizer (and vLLM) tokenize differently from tokenizer.json (and the Rust crate).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# With that split, math_train.jsonl alone yields at most about 22300 tokens (every pair merged),
+# so the corpus adds the DAPO-17k problems after the first BENCH_ROWS (the benchmark's prompts
+# are not trained on); with pairs seen at least twice this reaches about 34000.
+BENCH_ROWS = 64
 GAP = 12.0  # C / RMS(|r|) at the final norm
 
 
@@ -78,7 +87,7 @@ def build_tokenizer(out: pathlib.Path) -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -98,6 +107,10 @@ def build_tokenizer(out: pathlib.Path) -> PreTrainedTokenizerFast:
                 row = json.loads(line)
                 yield row["problem"]
                 yield row["solution"]
+        with open(DATA / "dapo17k.jsonl", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i >= BENCH_ROWS:
+                    yield json.loads(line)["problem"]
 
     tok.train_from_iterator(corpus(), trainer=trainer)
     got = tok.get_vocab_size()
@@ -161,6 +174,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--verify-prompts", type=int, default=16)
     ap.add_argument("--verify-n", type=int, default=4)
+    ap.add_argument("--no-verify", action="store_true", help="skip the sampling check (for quick determinism checks only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out
@@ -168,7 +182,7 @@ def main():
 
     t0 = time.time()
     tok = build_tokenizer(out)
-    print(f"tokenizer: byte-level BPE, {len(tok)} tokens, trained on math_train.jsonl problems+solutions "
+    print(f"tokenizer: byte-level BPE, {len(tok)} tokens, trained on math_train.jsonl problems+solutions + dapo17k problems[64:] "
           f"in {time.time() - t0:.0f}s; pad {tok.pad_token!r}={tok.pad_token_id}, eos {tok.eos_token!r}={tok.eos_token_id}")
 
     cfg = Qwen2Config(
@@ -301,24 +315,24 @@ def main():
           f"predicted mean length {m:.1f} (cap {args.cap})")
 
     # Verification: real sampling with EOS on.
-    torch.manual_seed(args.seed + 2)
-    k, n = args.verify_prompts, args.verify_n
-    t0 = time.time()
-    with torch.no_grad():
+    lens, mean = [], float("nan")
+    if not args.no_verify:
+        torch.manual_seed(args.seed + 2)
+        k, n = args.verify_prompts, args.verify_n
+        t0 = time.time()
         ids, mask = left_pad(tok, prompts[:k])
-        seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.cap,
-                              num_return_sequences=n, eos_token_id=EOS_ID, **gen_kw)
-    resp = seqs[:, ids.shape[1]:]
-    lens = []
-    for row in resp.tolist():
-        lens.append(row.index(EOS_ID) + 1 if EOS_ID in row else len(row))
-    capped = sum(1 for l, row in zip(lens, resp.tolist()) if EOS_ID not in row)
-    mean = sum(lens) / len(lens)
-    print(f"verify: transformers generate(), {k} DAPO prompts x {n}, temperature 1, max {args.cap} new tokens: "
-          f"mean response length {mean:.1f} tokens (EOS included; min {min(lens)}, max {max(lens)}, "
-          f"{capped} hit the cap) in {time.time() - t0:.0f}s")
-    if not 150 <= mean <= 250:
-        raise SystemExit(f"mean response length {mean:.1f} outside 150-250")
+        with torch.no_grad():
+            seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.cap,
+                                  num_return_sequences=n, eos_token_id=EOS_ID, **gen_kw)
+        resp = seqs[:, ids.shape[1]:].tolist()
+        lens = [row.index(EOS_ID) + 1 if EOS_ID in row else len(row) for row in resp]
+        capped = sum(1 for row in resp if EOS_ID not in row)
+        mean = sum(lens) / len(lens)
+        print(f"verify: transformers generate(), {k} DAPO prompts x {n}, temperature 1, max {args.cap} new tokens: "
+              f"mean response length {mean:.1f} tokens (EOS included; min {min(lens)}, max {max(lens)}, "
+              f"{capped} hit the cap) in {time.time() - t0:.0f}s")
+        if not 150 <= mean <= 250:
+            raise SystemExit(f"mean response length {mean:.1f} outside 150-250")
 
     model.config.eos_token_id = EOS_ID
     model.config.pad_token_id = PAD_ID
@@ -335,6 +349,19 @@ def main():
         "verify_lens": lens,
     }
     (out / "rollout_model_info.json").write_text(json.dumps(info, indent=1) + "\n")
+
+    # The folder must tokenize the same through AutoTokenizer (transformers >= 5 picks
+    # Qwen2Tokenizer for model_type qwen2), tokenizer.json read by `tokenizers` (as the Rust crate
+    # reads it), and add nothing on encode.
+    auto = AutoTokenizer.from_pretrained(out)
+    raw = Tokenizer.from_file(str(out / "tokenizer.json"))
+    texts = dapo_prompts(256)
+    same = sum(auto(t, add_special_tokens=True)["input_ids"] == raw.encode(t, add_special_tokens=True).ids for t in texts)
+    n_tok = [len(raw.encode(t).ids) for t in texts[:BENCH_ROWS]]
+    print(f"tokenizer check: AutoTokenizer ({type(auto).__name__}) == tokenizer.json on {same}/{len(texts)} DAPO prompts; "
+          f"first {BENCH_ROWS} prompts: {min(n_tok)}-{max(n_tok)} tokens, mean {sum(n_tok) / len(n_tok):.1f}")
+    if same != len(texts) or auto.eos_token_id != EOS_ID or auto.pad_token_id != PAD_ID:
+        raise SystemExit("AutoTokenizer and tokenizer.json disagree")
     print(f"saved to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
