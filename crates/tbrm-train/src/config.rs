@@ -538,6 +538,24 @@ impl TrainConfig {
         toml::to_string_pretty(self).expect("TrainConfig always serialises to TOML")
     }
 
+    /// Settings that are valid but probably not what the user wants, one sentence each naming
+    /// the key. GRPO and PPO form their ratio against behaviour log-probs, which the rollout
+    /// engine records under the temperature-1 policy; sampled at another temperature, the
+    /// on-policy ratio is not 1 and the update is biased. TBRM has no ratio and is unaffected.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let t = self.rollout.temperature;
+        if t != 1.0 && matches!(self.algorithm.name, Algorithm::Grpo | Algorithm::Ppo) {
+            out.push(format!(
+                "rollout.temperature = {t} with {}: the behaviour log-probs in its ratio are those \
+                 of the temperature-1 policy, so samples drawn at {t} make the on-policy ratio \
+                 differ from 1 and bias the update; use 1.0 (the paper's setting)",
+                self.algorithm.name.as_str()
+            ));
+        }
+        out
+    }
+
     /// Checks ranges and combinations; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let a = &self.algorithm;
@@ -713,6 +731,22 @@ mod tests {
         assert_eq!(back, cfg);
         assert_eq!(cfg.algorithm.beta, 0.002);
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn temperature_other_than_one_warns_for_ratio_methods_only() {
+        let mut cfg = TrainConfig::default();
+        assert!(cfg.warnings().is_empty());
+        cfg.rollout.temperature = 0.7;
+        assert!(cfg.warnings().is_empty(), "TBRM has no importance ratio");
+        for algo in [Algorithm::Grpo, Algorithm::Ppo] {
+            cfg.algorithm.name = algo;
+            let w = cfg.warnings();
+            assert_eq!(w.len(), 1, "{algo:?}");
+            assert!(w[0].contains("rollout.temperature = 0.7"), "{}", w[0]);
+        }
+        cfg.rollout.temperature = 1.0;
+        assert!(cfg.warnings().is_empty());
     }
 
     #[test]

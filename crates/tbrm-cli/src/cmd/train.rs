@@ -257,6 +257,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             let cfg = settings::resolve(&flags(&args))?;
+            if rank == 0 {
+                for w in cfg.warnings() {
+                    eprintln!("warning: {w}");
+                }
+            }
             let output = args
                 .output
                 .clone()
