@@ -290,21 +290,35 @@ impl ProcessGroup {
         })
     }
 
+    /// The shape contract of the flat collectives: `whole` has world_size times the elements
+    /// of `part`, and `output` (one of the two) is contiguous.
+    fn check_flat_pair(
+        &self,
+        op: &'static str,
+        whole: (&str, &Tensor),
+        part: (&str, &Tensor),
+        output: &Tensor,
+    ) -> Result<(), DistError> {
+        let (n, world) = (part.1.numel(), self.opts.world_size);
+        self.check(op, whole.1.numel() == n * world, || {
+            format!(
+                "{} has {} elements, expected world_size {world} x {} {n}",
+                whole.0,
+                whole.1.numel(),
+                part.0
+            )
+        })?;
+        self.check(op, output.is_contiguous(), || {
+            "output must be contiguous".into()
+        })
+    }
+
     /// Gathers every rank's `input` into `output`, a contiguous tensor of any shape with
     /// `world_size * n` elements (`n = input.numel()`) of the same dtype and device; rank r's
     /// data lands at flat positions `[r * n, (r + 1) * n)`.
     pub fn all_gather_into(&self, input: &Tensor, output: &Tensor) -> Result<(), DistError> {
         const OP: &str = "all_gather";
-        let (n, world) = (input.numel(), self.opts.world_size);
-        self.check(OP, output.numel() == n * world, || {
-            format!(
-                "output has {} elements, expected world_size {world} x input {n}",
-                output.numel()
-            )
-        })?;
-        self.check(OP, output.is_contiguous(), || {
-            "output must be contiguous".into()
-        })?;
+        self.check_flat_pair(OP, ("output", output), ("input", input), output)?;
         // c10d's Gloo backend splits `output` into world_size chunks that must each have
         // `input`'s shape; passing both flat makes the layout contract just "element counts".
         let (input, output) = (input.reshape([-1]), output.view([-1]));
@@ -332,16 +346,7 @@ impl ProcessGroup {
     /// building block of sharded gradient reduction.
     pub fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), DistError> {
         const OP: &str = "reduce_scatter_sum";
-        let (n, world) = (output.numel(), self.opts.world_size);
-        self.check(OP, input.numel() == n * world, || {
-            format!(
-                "input has {} elements, expected world_size {world} x output {n}",
-                input.numel()
-            )
-        })?;
-        self.check(OP, output.is_contiguous(), || {
-            "output must be contiguous".into()
-        })?;
+        self.check_flat_pair(OP, ("input", input), ("output", output), output)?;
         // Flat for the same reason as in all_gather_into.
         let (input, output) = (input.reshape([-1]), output.view([-1]));
         // SAFETY: as above; the flat views live until the call returns.

@@ -129,40 +129,34 @@ pub(crate) struct StepSums {
 }
 
 impl StepSums {
+    /// Every field, in one fixed order (the layout of the cross-rank sum).
+    fn fields_mut(&mut self) -> [&mut f64; 12] {
+        [
+            &mut self.batch,
+            &mut self.reward,
+            &mut self.response_len,
+            &mut self.truncated,
+            &mut self.rollouts,
+            &mut self.rollout_reward,
+            &mut self.gen_tokens,
+            &mut self.replay,
+            &mut self.offline,
+            &mut self.used,
+            &mut self.lone,
+            &mut self.passes,
+        ]
+    }
+
     /// Sums every field over ranks (one collective); nothing without `dist`.
     pub fn reduce(&mut self, dist: Option<&Dist>) -> Result<(), TrainError> {
         let Some(d) = dist else {
             return Ok(());
         };
-        let mut v = [
-            self.batch,
-            self.reward,
-            self.response_len,
-            self.truncated,
-            self.rollouts,
-            self.rollout_reward,
-            self.gen_tokens,
-            self.replay,
-            self.offline,
-            self.used,
-            self.lone,
-            self.passes,
-        ];
+        let mut v = self.fields_mut().map(|f| *f);
         d.sum("step metrics", &mut v)?;
-        [
-            self.batch,
-            self.reward,
-            self.response_len,
-            self.truncated,
-            self.rollouts,
-            self.rollout_reward,
-            self.gen_tokens,
-            self.replay,
-            self.offline,
-            self.used,
-            self.lone,
-            self.passes,
-        ] = v;
+        for (f, x) in self.fields_mut().into_iter().zip(v) {
+            *f = x;
+        }
         Ok(())
     }
 
