@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# TBRM n=1 vs GRPO n=4 vs PPO n=1 on the built-in arithmetic task with the same budget: the
-# default config (configs/default.toml: same warm start, steps, prompts per step, lr, seed),
-# only the algorithm and the rollouts per prompt change. Prints one markdown table row per
+# TBRM n=1 vs GRPO n=4 vs PPO n=1 on the built-in arithmetic task: the default config
+# (configs/default.toml: same warm start, steps, prompts per step, seed); `--algorithm` also
+# applies each baseline's own settings from its [algorithm_defaults.*] table (lr, n, critic lr,
+# epochs x mini-batches), as the paper ran its baselines. Prints one markdown table row per
 # algorithm: held-out greedy accuracy before/after, seconds per step, wall time, peak RSS.
 #
 # Usage: scripts/bench_algorithms.sh [OUT_DIR] [extra `tbrm train` flags, e.g. --steps 40]

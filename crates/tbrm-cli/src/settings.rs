@@ -1,11 +1,14 @@
 //! Settings for `tbrm train`: one precedence, resolved in one place (astral-sh/uv's
-//! `settings.rs` shape): the config file (or the embedded default), then `--set key=value`
+//! `settings.rs` shape): the config file (or the embedded default), then the file's
+//! `[algorithm_defaults.<name>]` table for the chosen algorithm (`--algorithm`, else
+//! `--set algorithm.name=...`, else the file's `algorithm.name`), then `--set key=value`
 //! overrides applied to the TOML tree, then the named flags. The result is deserialised into
 //! tbrm-train's `TrainConfig`, whose errors name the key; this file adds the file name.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use tbrm_train::config::algorithm_defaults::{named_algorithm, LayeredConfig};
 use tbrm_train::config::{Algorithm, DeviceChoice};
 use tbrm_train::TrainConfig;
 
@@ -86,13 +89,35 @@ fn base_text(flags: &TrainFlags) -> anyhow::Result<(String, String)> {
 }
 
 /// Resolves flags into a validated `TrainConfig`.
+#[cfg(test)]
 pub fn resolve(flags: &TrainFlags) -> anyhow::Result<TrainConfig> {
+    Ok(resolve_noted(flags)?.0)
+}
+
+/// [`resolve`], plus a line saying which per-algorithm settings of the config file were
+/// applied (`None` when the chosen algorithm has no table there).
+pub fn resolve_noted(flags: &TrainFlags) -> anyhow::Result<(TrainConfig, Option<String>)> {
     let (text, origin) = base_text(flags)?;
-    let mut tree: toml::Table =
+    let tree: toml::Table =
         toml::from_str(&text).with_context(|| format!("{origin}: not valid TOML"))?;
+    let layered = LayeredConfig::split(tree).with_context(|| origin.clone())?;
+    // The chosen algorithm: --algorithm, else the name after --set, else the file's.
+    let algorithm = match &flags.algorithm {
+        Some(a) => Some(a.parse::<Algorithm>().context("--algorithm")?),
+        None => {
+            let mut probe = layered.base().clone();
+            for s in &flags.set {
+                apply_set(&mut probe, s)?;
+            }
+            named_algorithm(&probe)
+        }
+    }
+    .unwrap_or(Algorithm::Tbrm);
+    let mut tree = layered.tree_for(algorithm);
     for s in &flags.set {
         apply_set(&mut tree, s)?;
     }
+    let note = applied_note(&layered, algorithm, &flags.set, &origin);
     let mut cfg = TrainConfig::from_toml_value(toml::Value::Table(tree)).with_context(|| {
         if flags.set.is_empty() {
             origin.clone()
@@ -125,7 +150,35 @@ pub fn resolve(flags: &TrainFlags) -> anyhow::Result<TrainConfig> {
     }
     cfg.validate()
         .with_context(|| format!("invalid configuration (from {origin} and flags)"))?;
-    Ok(cfg)
+    Ok((cfg, note))
+}
+
+/// "algorithm_defaults.grpo of ORIGIN: rollout.n = 4, optim.lr = 5e-5" for the keys of the
+/// chosen algorithm's table that no `--set` replaced.
+fn applied_note(
+    layered: &LayeredConfig,
+    algorithm: Algorithm,
+    sets: &[String],
+    origin: &str,
+) -> Option<String> {
+    let set_keys: Vec<&str> = sets
+        .iter()
+        .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    let kept: Vec<String> = layered
+        .settings(algorithm)
+        .into_iter()
+        .filter(|(k, _)| !set_keys.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    (!kept.is_empty()).then(|| {
+        format!(
+            "{} settings from [algorithm_defaults.{}] of {origin}: {}",
+            algorithm.as_str(),
+            algorithm.as_str(),
+            kept.join(", ")
+        )
+    })
 }
 
 /// The named flags, applied over the config.
@@ -190,6 +243,129 @@ mod tests {
         assert_eq!(cfg.rollout.n, 2);
         assert_eq!(cfg.algorithm.name, Algorithm::Grpo);
         assert_eq!(String::from(cfg.data.template.clone()), "chat");
+    }
+
+    /// Checks that every key of `algo`'s table in `text` has the table's value in `cfg`.
+    fn has_table_values(cfg: &TrainConfig, text: &str, algo: Algorithm) {
+        let l = LayeredConfig::split(toml::from_str(text).unwrap()).unwrap();
+        let resolved: toml::Table = toml::from_str(&cfg.to_toml_string()).unwrap();
+        let table = l
+            .table(algo)
+            .expect("the file has a table for the algorithm");
+        let mut checked = 0;
+        for (section, keys) in table {
+            for (k, want) in keys.as_table().unwrap() {
+                assert_eq!(&resolved[section][k], want, "{section}.{k} of {algo:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn algorithm_switch_picks_up_that_algorithms_defaults_and_set_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("my.toml");
+        std::fs::write(
+            &file,
+            "[optim]\nlr = 1e-4\n[algorithm_defaults.ppo.optim]\nlr = 3e-5\n\
+             [algorithm_defaults.ppo.algorithm]\ncritic_lr = 1e-3\nepochs = 2\nmini_batches = 4\n",
+        )
+        .unwrap();
+        let flags = |algorithm: Option<&str>, set: &[&str]| TrainFlags {
+            config: Some(file.clone()),
+            algorithm: algorithm.map(str::to_string),
+            set: set.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let (tbrm, note) = resolve_noted(&flags(None, &[])).unwrap();
+        assert_eq!((tbrm.optim.lr, tbrm.algorithm.critic_lr), (1e-4, 1e-5));
+        assert_eq!((tbrm.algorithm.epochs, tbrm.algorithm.mini_batches), (1, 1));
+        assert!(note.is_none());
+        let (ppo, note) = resolve_noted(&flags(Some("ppo"), &[])).unwrap();
+        assert_eq!(ppo.algorithm.name, Algorithm::Ppo);
+        assert_eq!((ppo.optim.lr, ppo.algorithm.critic_lr), (3e-5, 1e-3));
+        assert_eq!((ppo.algorithm.epochs, ppo.algorithm.mini_batches), (2, 4));
+        let note = note.expect("the applied table is reported");
+        assert!(
+            note.contains("optim.lr = ") && note.contains("algorithm_defaults.ppo"),
+            "{note}"
+        );
+        // An explicit --set wins over the table (and the note leaves it out); the table's
+        // other keys stay. `--set algorithm.name` chooses the table as --algorithm does.
+        let (ppo, note) = resolve_noted(&flags(
+            Some("ppo"),
+            &["optim.lr=3e-6", "algorithm.epochs=3"],
+        ))
+        .unwrap();
+        assert_eq!((ppo.optim.lr, ppo.algorithm.epochs), (3e-6, 3));
+        assert_eq!(
+            (ppo.algorithm.critic_lr, ppo.algorithm.mini_batches),
+            (1e-3, 4)
+        );
+        assert!(!note.unwrap().contains("optim.lr"));
+        let by_name = resolve(&flags(None, &["algorithm.name=ppo"])).unwrap();
+        assert_eq!(by_name, resolve(&flags(Some("ppo"), &[])).unwrap());
+
+        // The embedded default: each baseline gets its whole table; TBRM keeps one optimizer
+        // step per training step.
+        let builtin = |algorithm: &str| {
+            resolve(&TrainFlags {
+                algorithm: Some(algorithm.into()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        has_table_values(&builtin("ppo"), DEFAULT_TOML, Algorithm::Ppo);
+        let grpo = builtin("grpo");
+        has_table_values(&grpo, DEFAULT_TOML, Algorithm::Grpo);
+        assert_eq!(grpo.rollout.n, 4);
+        let tbrm = builtin("tbrm");
+        assert_eq!((tbrm.algorithm.epochs, tbrm.algorithm.mini_batches), (1, 1));
+        assert_eq!(tbrm.rollout.n, 1);
+
+        // The math config: the paper's baselines.
+        let math = |algorithm: &str| {
+            resolve(&TrainFlags {
+                algorithm: Some(algorithm.into()),
+                data: Some("problems.jsonl".into()),
+                model: Some("some/model".into()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let ppo = math("ppo");
+        assert_eq!((ppo.optim.lr, ppo.algorithm.critic_lr), (1e-6, 1e-5));
+        assert_eq!(
+            (ppo.algorithm.kl_coef, ppo.algorithm.entropy_coef),
+            (0.001, 0.001)
+        );
+        assert_eq!(ppo.algorithm.clip, 0.2);
+        let grpo = math("grpo");
+        assert_eq!((grpo.rollout.n, grpo.algorithm.kl_coef), (4, 0.001));
+        assert_eq!(math("tbrm").optim.lr, 2.5e-6);
+    }
+
+    #[test]
+    fn unknown_keys_in_algorithm_tables_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("my.toml");
+        std::fs::write(
+            &file,
+            "[algorithm_defaults.ppo.optim]
+lrr = 1e-5
+",
+        )
+        .unwrap();
+        let flags = TrainFlags {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = format!("{:#}", resolve(&flags).unwrap_err());
+        assert!(
+            err.contains("algorithm_defaults.ppo.optim.lrr") && err.contains("my.toml"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -91,6 +91,32 @@ pub struct LeanPass<T> {
 /// (e.g. a tied embedding gets one from the head chunks and one from the input).
 pub type GradSink<'a> = dyn FnMut(&str, &Tensor) + 'a;
 
+/// The scores the training pass's forward computes (stages 1 and 2 of the module doc), without
+/// grad and without a backward: the same operations on the same shapes in the same order, so
+/// they equal what [`forward_backward`] hands its loss closure for this `batch` and `opts`
+/// (bit for bit on the CPU). The trainer scores GRPO/PPO's old log-probs with it, so the
+/// ratio of the first update is exactly 1 on on-policy data.
+pub fn forward_scores(model: &CausalLm, batch: &PackedBatch, opts: &LeanOptions) -> LeanScores {
+    tch::no_grad(|| {
+        let dec = model.decoder();
+        let t = batch.seq_len();
+        let ctx = dec.context(&batch.attention_mask, t, model.dtype());
+        let mut x = dec.embed(&batch.input_ids);
+        for i in 0..dec.num_layers() {
+            x = dec.layer_forward(i, &x, &ctx);
+        }
+        let hr = batch.response_hidden(&dec.final_norm(&x));
+        let chunk = chunk_len(batch, model, opts);
+        let raw = head_scores(model, batch, &hr, chunk, opts.entropy);
+        let mask = &batch.response_mask;
+        LeanScores {
+            token_logprobs: raw.token_logprobs * mask,
+            first_logit: raw.first_logit * batch.first_response_mask(),
+            entropy: raw.entropy.map(|e| e * mask),
+        }
+    })
+}
+
 /// Forward, `loss_fn`, and backward of `model` over `batch` (see the module doc). The loss must
 /// be a scalar; its gradient reaches the model only through the scores it is given.
 pub fn forward_backward<T, E>(

@@ -25,7 +25,7 @@ pub use error::ModelError;
 pub use generate::{generate, FinishReason, Generation, SamplingParams};
 pub use kv_cache::KvCache;
 pub use layers::mask::ones_mask;
-pub use lean::{forward_backward, LeanOptions, LeanPass, LeanScores};
+pub use lean::{forward_backward, forward_scores, LeanOptions, LeanPass, LeanScores};
 pub use load::{read_tensors_streaming, save_tensors, SafetensorsReader, TensorEntry};
 pub use score::{
     score_responses, score_responses_chunked, score_responses_with_hidden, ResponseScores,

@@ -189,3 +189,58 @@ fn non_finite_loss_back_propagates_nothing() {
     assert_eq!(pass.extra, 7);
     assert_eq!(calls, 0);
 }
+
+/// `forward_scores` (no grad) gives exactly what the training pass hands its loss closure, with
+/// and without recomputation and for a small head chunk: the trainer's recomputed old
+/// log-probs make the first ratio exactly 1.
+#[test]
+fn forward_scores_equal_the_training_pass() {
+    let lm = model(ModelType::Qwen2, false);
+    let b = batch();
+    for (recompute, chunk_bytes) in [(true, 0), (false, 0), (true, 4 * 4 * 97 * 2)] {
+        let opts = LeanOptions {
+            recompute,
+            chunk_bytes,
+            entropy: true,
+        };
+        let scored = tbrm_model::forward_scores(&lm, &b, &opts);
+        assert!(!scored.token_logprobs.requires_grad());
+        let mut sink = |_: &str, _: &Tensor| {};
+        let pass = forward_backward(
+            &lm,
+            &b,
+            &opts,
+            |s| {
+                let l = s.token_logprobs.sum(Kind::Float) + s.first_logit.sum(Kind::Float);
+                Ok::<_, std::convert::Infallible>((l, ()))
+            },
+            &mut sink,
+        )
+        .unwrap();
+        let what = format!("recompute={recompute} chunk_bytes={chunk_bytes}");
+        let same = |a: &Tensor, b: &Tensor, name: &str| {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert_eq!(d, 0.0, "{what}: {name} differs by {d}");
+        };
+        same(
+            &scored.token_logprobs,
+            &pass.scores.token_logprobs,
+            "token_logprobs",
+        );
+        same(&scored.first_logit, &pass.scores.first_logit, "first_logit");
+        same(
+            scored.entropy.as_ref().unwrap(),
+            pass.scores.entropy.as_ref().unwrap(),
+            "entropy",
+        );
+        // Not all zeros: real scores were compared.
+        assert!(
+            scored
+                .token_logprobs
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 1.0
+        );
+    }
+}

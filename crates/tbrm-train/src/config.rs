@@ -18,6 +18,8 @@ use tbrm_data::{FieldMap, PromptTemplate};
 
 use crate::task::arith::ArithConfig;
 
+pub mod algorithm_defaults;
+
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,7 +41,7 @@ impl ConfigError {
 }
 
 /// The RL algorithm (each is one loss in tbrm-algo).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     Tbrm,
@@ -70,6 +72,16 @@ impl std::str::FromStr for Algorithm {
             )),
         }
     }
+}
+
+/// Where GRPO and PPO take their old log-probs from (`algorithm.old_logprobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OldLogprobs {
+    /// Scored by the current policy (before the step's update) through the training forward.
+    Recompute,
+    /// The behaviour log-probs stored with each trajectory.
+    Behaviour,
 }
 
 /// Where the model runs: `auto` (CUDA device 0 when available, else CPU), `cpu`, `cuda` or
@@ -277,10 +289,25 @@ pub struct AlgorithmSection {
     pub entropy_coef: f64,
     /// PPO critic learning rate (its own AdamW, same betas and schedule).
     pub critic_lr: f64,
-    /// PPO passes over each batch.
-    pub ppo_epochs: usize,
-    /// PPO mini-batches per epoch (one optimizer step each).
-    pub ppo_mini_batches: usize,
+    /// Passes over each step's batch (PPO's epochs). Any algorithm; TBRM's Algorithm 1 makes
+    /// one pass (more is data reuse). `ppo_epochs`, the former name, is still read.
+    #[serde(alias = "ppo_epochs")]
+    pub epochs: usize,
+    /// Mini-batches each pass is cut into, one optimizer step each (verl's
+    /// `ppo_mini_batch_size` as a count): `epochs x mini_batches` steps per training step, from
+    /// one shuffle of the batch per pass. Any algorithm; 1 (the default) is one step on the whole
+    /// batch, which is what TBRM's Algorithm 1 does, and with which a ratio clip never acts.
+    /// `ppo_mini_batches`, the former name, is still read.
+    #[serde(alias = "ppo_mini_batches")]
+    pub mini_batches: usize,
+    /// GRPO/PPO's old log-probs (the ratio's denominator). `recompute` (default): the policy
+    /// before this step's update scores the batch without grad through the training pass's own
+    /// forward, so on-policy data start at ratio exactly 1 (what verl does). `behaviour`: the
+    /// log-probs the sampler recorded with each trajectory, which differ from the training
+    /// forward by float rounding on fresh rollouts, and which for stale, replayed or offline
+    /// trajectories are the behaviour policy's: then the ratio corrects for the policy change,
+    /// while with `recompute` such data get no behaviour correction. TBRM reads neither.
+    pub old_logprobs: OldLogprobs,
     /// PPO value-loss clip around the old values (0 = unclipped).
     pub value_clip: f64,
     /// GAE discount.
@@ -298,8 +325,9 @@ impl Default for AlgorithmSection {
             kl_coef: 0.001,
             entropy_coef: 0.001,
             critic_lr: 1e-5,
-            ppo_epochs: 1,
-            ppo_mini_batches: 1,
+            epochs: 1,
+            mini_batches: 1,
+            old_logprobs: OldLogprobs::Recompute,
             value_clip: 0.5,
             gamma: 1.0,
             lambda: 1.0,
@@ -454,8 +482,10 @@ impl Default for TrainSection {
 }
 
 /// Off-policy data mixed into each update. TBRM uses them as they are (its objective holds for
-/// any behaviour policy, arXiv:2505.15311 Section 4); GRPO and PPO treat the stored behaviour
-/// log-probs as their old log-probs.
+/// any behaviour policy, arXiv:2505.15311 Section 4). GRPO and PPO use, by default, old
+/// log-probs recomputed by the current policy (`algorithm.old_logprobs = "recompute"`), which
+/// gives such data no behaviour correction; `"behaviour"` uses the stored behaviour log-probs,
+/// so the ratio corrects for the policy that sampled them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
@@ -502,8 +532,22 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Deserialises a TOML tree; errors carry the dotted key (`rollout.nn`, `optim.lr`).
+    /// Deserialises a TOML tree; errors carry the dotted key (`rollout.nn`, `optim.lr`). A
+    /// top-level `algorithm_defaults` table ([`algorithm_defaults`]) is applied for the
+    /// algorithm the tree names in `algorithm.name` (TBRM when it names none).
     pub fn from_toml_value(value: toml::Value) -> Result<Self, ConfigError> {
+        match value {
+            toml::Value::Table(t) if t.contains_key(algorithm_defaults::TABLE) => {
+                let l = algorithm_defaults::LayeredConfig::split(t)?;
+                let algo = algorithm_defaults::named_algorithm(l.base()).unwrap_or(Algorithm::Tbrm);
+                Self::deserialize_tree(toml::Value::Table(l.tree_for(algo)))
+            }
+            other => Self::deserialize_tree(other),
+        }
+    }
+
+    /// [`TrainConfig::from_toml_value`] without per-algorithm tables.
+    pub(crate) fn deserialize_tree(value: toml::Value) -> Result<Self, ConfigError> {
         let cfg: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let message = e.into_inner().to_string();
@@ -539,17 +583,18 @@ impl TrainConfig {
     }
 
     /// Settings that are valid but probably not what the user wants, one sentence each naming
-    /// the key. GRPO and PPO form their ratio against behaviour log-probs, which the rollout
-    /// engine records under the temperature-1 policy; sampled at another temperature, the
-    /// on-policy ratio is not 1 and the update is biased. TBRM has no ratio and is unaffected.
+    /// the key. GRPO and PPO form their ratio against temperature-1 log-probs (recomputed by
+    /// the policy, or the rollout engine's records, which are also taken at temperature 1);
+    /// samples drawn at another temperature come from another policy, which the ratio does not
+    /// account for, so the update is biased. TBRM has no ratio and is unaffected.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let t = self.rollout.temperature;
         if t != 1.0 && matches!(self.algorithm.name, Algorithm::Grpo | Algorithm::Ppo) {
             out.push(format!(
-                "rollout.temperature = {t} with {}: the behaviour log-probs in its ratio are those \
-                 of the temperature-1 policy, so samples drawn at {t} make the on-policy ratio \
-                 differ from 1 and bias the update; use 1.0 (the paper's setting)",
+                "rollout.temperature = {t} with {}: the old log-probs in its ratio are those of \
+                 the temperature-1 policy, so samples drawn at {t} come from another policy than \
+                 the ratio assumes and bias the update; use 1.0 (the paper's setting)",
                 self.algorithm.name.as_str()
             ));
         }
@@ -621,8 +666,8 @@ impl TrainConfig {
         non_negative("algorithm.value_clip", a.value_clip)?;
         unit("algorithm.gamma", a.gamma)?;
         unit("algorithm.lambda", a.lambda)?;
-        at_least_one("algorithm.ppo_epochs", a.ppo_epochs)?;
-        at_least_one("algorithm.ppo_mini_batches", a.ppo_mini_batches)?;
+        at_least_one("algorithm.epochs", a.epochs)?;
+        at_least_one("algorithm.mini_batches", a.mini_batches)?;
 
         at_least_one("rollout.n", r.n)?;
         at_least_one("rollout.prompt_batch", r.prompt_batch)?;
@@ -643,12 +688,12 @@ impl TrainConfig {
                  reward and every advantage is zero",
             ));
         }
-        if a.name == Algorithm::Ppo && a.ppo_mini_batches > r.prompt_batch * r.n {
+        if a.mini_batches > r.prompt_batch * r.n {
             return Err(ConfigError::invalid(
-                "algorithm.ppo_mini_batches",
+                "algorithm.mini_batches",
                 format!(
                     "{} mini-batches cannot be cut from {} trajectories per step",
-                    a.ppo_mini_batches,
+                    a.mini_batches,
                     r.prompt_batch * r.n
                 ),
             ));
@@ -720,100 +765,4 @@ impl TrainConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_round_trip_through_toml() {
-        let cfg = TrainConfig::default();
-        let text = cfg.to_toml_string();
-        let back = TrainConfig::from_toml_str(&text).unwrap();
-        assert_eq!(back, cfg);
-        assert_eq!(cfg.algorithm.beta, 0.002);
-        cfg.validate().unwrap();
-    }
-
-    #[test]
-    fn temperature_other_than_one_warns_for_ratio_methods_only() {
-        let mut cfg = TrainConfig::default();
-        assert!(cfg.warnings().is_empty());
-        cfg.rollout.temperature = 0.7;
-        assert!(cfg.warnings().is_empty(), "TBRM has no importance ratio");
-        for algo in [Algorithm::Grpo, Algorithm::Ppo] {
-            cfg.algorithm.name = algo;
-            let w = cfg.warnings();
-            assert_eq!(w.len(), 1, "{algo:?}");
-            assert!(w[0].contains("rollout.temperature = 0.7"), "{}", w[0]);
-        }
-        cfg.rollout.temperature = 1.0;
-        assert!(cfg.warnings().is_empty());
-    }
-
-    #[test]
-    fn unknown_key_is_named_with_its_section() {
-        let err = TrainConfig::from_toml_str("[rollout]\nnn = 4\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rollout.nn"), "{err}");
-        let err = TrainConfig::from_toml_str("[optimiser]\nlr = 1.0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("optimiser"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_and_bad_enum_are_named() {
-        let err = TrainConfig::from_toml_str("[optim]\nlr = \"fast\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("optim.lr"), "{err}");
-        let err = TrainConfig::from_toml_str("[algorithm]\nname = \"dpo\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("algorithm.name") && err.contains("dpo"),
-            "{err}"
-        );
-        let err = TrainConfig::from_toml_str("[rollout]\ntruncated = \"cut\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rollout.truncated"), "{err}");
-    }
-
-    #[test]
-    fn invalid_values_are_named() {
-        let mut cfg = TrainConfig::default();
-        cfg.algorithm.beta = 0.0;
-        assert!(cfg
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("algorithm.beta"));
-
-        let mut cfg = TrainConfig::default();
-        cfg.algorithm.name = Algorithm::Grpo;
-        cfg.rollout.n = 1;
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("rollout.n") && err.contains("GRPO"), "{err}");
-
-        let mut cfg = TrainConfig::default();
-        cfg.sources.replay_fraction = 0.5;
-        assert!(cfg
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("sources.replay_capacity"));
-
-        let mut cfg = TrainConfig::default();
-        cfg.optim.lr = f64::NAN;
-        assert!(cfg.validate().unwrap_err().to_string().contains("optim.lr"));
-
-        let mut cfg = TrainConfig::default();
-        cfg.data.train = "builtin:chess".into();
-        assert!(cfg
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("data.train"));
-    }
-}
+mod tests;

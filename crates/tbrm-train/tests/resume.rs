@@ -117,8 +117,8 @@ fn ppo_resumes_bit_identically() {
     let model = tiny_model_dir(tmp.path(), 2);
     let mut cfg = tiny_config(&model);
     cfg.algorithm.name = Algorithm::Ppo;
-    cfg.algorithm.ppo_epochs = 2;
-    cfg.algorithm.ppo_mini_batches = 2;
+    cfg.algorithm.epochs = 2;
+    cfg.algorithm.mini_batches = 2;
     cfg.train.steps = 3;
     uninterrupted_and_resumed(cfg, 1, "ppo");
 }

@@ -6,10 +6,11 @@
 use tbrm_algo::{AdvantageInputs, LossConfig, LossInputs, LossKind, PolicyLoss};
 use tbrm_data::{Trajectory, TrajectorySource};
 use tbrm_model::{score_responses, CausalLm, LeanOptions, ModelConfig, ModelType, PackedBatch};
+use tbrm_train::config::OldLogprobs;
 use tbrm_train::critic::Critic;
 use tbrm_train::optim::{AdamW, AdamWConfig};
 use tbrm_train::trainer::batching::{group_ids, BatchPlan, BatchTensors};
-use tbrm_train::trainer::update::{PpoSchedule, Updater};
+use tbrm_train::trainer::update::{UpdateSchedule, Updater};
 use tch::{Device, Kind, Tensor};
 
 fn model() -> CausalLm {
@@ -147,6 +148,7 @@ fn micro_batched_lean_gradients_equal_one_plain_pass() {
                 pad_id: 0,
                 grad_clip: 0.0,
                 dist: None,
+                old_logprobs: OldLogprobs::Behaviour,
             };
             let stats = up.gradients(&batch, Some(&refs)).unwrap();
             let what = format!("{kind:?} recompute={recompute} {micro:?}");
@@ -196,15 +198,16 @@ fn ppo_weights(recompute: bool, micro: BatchPlan) -> Vec<(String, Tensor)> {
         pad_id: 0,
         grad_clip: 1.0,
         dist: None,
+        old_logprobs: OldLogprobs::Behaviour,
     };
-    let sched = PpoSchedule {
+    let sched = UpdateSchedule {
         epochs: 2,
         mini_batches: 2,
         seed: 5,
         step: 0,
         critic_lr: 1e-3,
     };
-    let stats = up.update_ppo(&batch, Some(&refs), 1e-3, sched).unwrap();
+    let stats = up.update_epochs(&batch, Some(&refs), 1e-3, sched).unwrap();
     assert!(!stats.nonfinite && stats.loss.is_finite());
     assert!(
         stats.extra.contains_key("actor/entropy"),
@@ -264,4 +267,69 @@ fn ppo_update_does_not_depend_on_micro_batching_or_recomputation() {
         moved > 10,
         "the update must move the policy ({moved} tensors moved)"
     );
+}
+
+/// GRPO's first step with old log-probs far from the policy's (the fixtures' stored ones):
+/// `recompute` replaces them with the policy's own, so the first ratio is exactly 1;
+/// `behaviour` keeps them. With `mini_batches = 4` the update makes four optimizer steps.
+#[test]
+fn recomputed_old_logprobs_make_the_first_ratio_one() {
+    let owned = trajectories();
+    let batch: Vec<&Trajectory> = owned.iter().collect();
+    let refs = ref_lp(&batch);
+    let micro = BatchPlan {
+        max_rows: 3,
+        max_tokens: 0,
+    };
+    let run = |old_logprobs: OldLogprobs, mini_batches: usize| {
+        let lm = model();
+        let mut opt = AdamW::for_var_store(lm.var_store(), AdamWConfig::default());
+        let l = loss(LossKind::Grpo);
+        let mut up = Updater {
+            policy: &lm,
+            opt: &mut opt,
+            critic: None,
+            loss: l.as_ref(),
+            micro,
+            score: micro,
+            lean: LeanOptions::default(),
+            pad_id: 0,
+            grad_clip: 1.0,
+            dist: None,
+            old_logprobs,
+        };
+        let sched = UpdateSchedule {
+            mini_batches,
+            ..UpdateSchedule::single(3, 0)
+        };
+        let stats = up.update(&batch, Some(&refs), 1e-3, sched).unwrap();
+        assert!(!stats.nonfinite && stats.loss.is_finite());
+        let init = model().var_store().variables();
+        let moved = lm
+            .var_store()
+            .variables()
+            .iter()
+            .filter(|(n, w)| (*w - &init[n.as_str()]).abs().max().double_value(&[]) > 1e-6)
+            .count();
+        assert!(
+            moved > 10,
+            "the update must move the policy ({moved} tensors moved)"
+        );
+        stats
+    };
+    let s = run(OldLogprobs::Recompute, 1);
+    assert_eq!(s.optimizer_steps, 1);
+    assert_eq!(s.first_ratio_dev, 0.0, "same passes, same operations");
+    let diff = s.extra["old_logprobs/behaviour_abs_diff_max"];
+    assert!(diff > 0.5, "the fixtures' stored log-probs are off: {diff}");
+    let s = run(OldLogprobs::Recompute, 4);
+    assert_eq!(s.optimizer_steps, 4);
+    assert_eq!(
+        s.first_ratio_dev, 0.0,
+        "scored in the first mini-batch's own passes"
+    );
+    let s = run(OldLogprobs::Behaviour, 4);
+    assert_eq!(s.optimizer_steps, 4);
+    assert!(s.first_ratio_dev > 0.1, "{}", s.first_ratio_dev);
+    assert!(!s.extra.contains_key("old_logprobs/behaviour_abs_diff_max"));
 }

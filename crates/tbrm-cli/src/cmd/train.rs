@@ -256,8 +256,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("resuming {}", dir.display()))?
         }
         None => {
-            let cfg = settings::resolve(&flags(&args))?;
+            let (cfg, note) = settings::resolve_noted(&flags(&args))?;
             if rank == 0 {
+                if let Some(n) = note {
+                    eprintln!("{n}");
+                }
                 for w in cfg.warnings() {
                     eprintln!("warning: {w}");
                 }

@@ -244,6 +244,7 @@ pub(crate) fn run(
             pad_id: 0,
             grad_clip: 1.0,
             dist: None,
+            old_logprobs: tbrm_train::config::OldLogprobs::Recompute,
         };
         let stats = updater.update_single(&batch, Some(&ref_lp), 1e-6)?;
         anyhow::ensure!(!stats.nonfinite, "non-finite loss or gradient");

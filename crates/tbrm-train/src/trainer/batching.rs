@@ -114,7 +114,8 @@ pub struct BatchTensors {
     pub rewards: Tensor,
     /// (B, L) 0/1
     pub mask: Tensor,
-    /// (B, L) behaviour log-probs (GRPO/PPO's old log-probs).
+    /// (B, L) behaviour log-probs; the update replaces them with recomputed ones under
+    /// `algorithm.old_logprobs = "recompute"` (GRPO/PPO's old log-probs).
     pub old: Tensor,
     /// (B, L) reference log-probs, when the loss needs them.
     pub reference: Option<Tensor>,

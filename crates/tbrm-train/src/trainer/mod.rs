@@ -7,8 +7,8 @@
 //!   offline files) and the task's problems;
 //! - `batching.rs`: batch planning (token-budget passes sorted by length) and the tensors the
 //!   losses read;
-//! - `update.rs`: gradients over micro-batches through the memory-lean pass, the optimizer step,
-//!   PPO's epochs;
+//! - `update.rs`: gradients over micro-batches through the memory-lean pass, recomputed old
+//!   log-probs, the optimizer steps (epochs x mini-batches);
 //! - `state.rs`: checkpoints and resume;
 //! - `distributed.rs`: data parallelism over torch.distributed process groups (torchrun);
 //! - this file: building a run, the step loop.
@@ -55,7 +55,7 @@ use batching::BatchPlan;
 pub use distributed::{Dist, LaunchOptions};
 pub use sources::TaskData;
 use sources::{prompt_split, StepSums};
-use update::{PpoSchedule, Updater};
+use update::{UpdateSchedule, Updater};
 
 /// Why training could not start or continue.
 #[derive(Debug, thiserror::Error)]
@@ -676,19 +676,16 @@ impl Trainer {
             pad_id: self.tok.pad_token_id(),
             grad_clip: self.cfg.optim.grad_clip,
             dist: self.dist.as_ref(),
+            old_logprobs: self.cfg.algorithm.old_logprobs,
         };
-        let mut stats = if self.cfg.algorithm.name == Algorithm::Ppo {
-            let sched = PpoSchedule {
-                epochs: self.cfg.algorithm.ppo_epochs,
-                mini_batches: self.cfg.algorithm.ppo_mini_batches,
-                seed: self.cfg.train.seed,
-                step: self.step,
-                critic_lr: lr / self.cfg.optim.lr * self.cfg.algorithm.critic_lr,
-            };
-            updater.update_ppo(&used, ref_lp.as_deref(), lr, sched)?
-        } else {
-            updater.update_single(&used, ref_lp.as_deref(), lr)?
+        let sched = UpdateSchedule {
+            epochs: self.cfg.algorithm.epochs,
+            mini_batches: self.cfg.algorithm.mini_batches,
+            seed: self.cfg.train.seed,
+            step: self.step,
+            critic_lr: lr / self.cfg.optim.lr * self.cfg.algorithm.critic_lr,
         };
+        let mut stats = updater.update(&used, ref_lp.as_deref(), lr, sched)?;
         let update_s = t2.elapsed().as_secs_f64();
         let mut sums = StepSums {
             used: used.len() as f64,
@@ -703,6 +700,9 @@ impl Trainer {
                 .insert("grpo/lone_trajectories_dropped".into(), sums.lone);
         }
         stats.extra.insert("perf/update_passes".into(), sums.passes);
+        stats
+            .extra
+            .insert("perf/optimizer_steps".into(), stats.optimizer_steps as f64);
         let rollout_reward_mean = StepSums::mean(sums.rollout_reward, sums.rollouts);
 
         // Commit (only rank 0 writes to the run folder).

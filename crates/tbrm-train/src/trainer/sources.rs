@@ -2,7 +2,9 @@
 //! weights (on-policy, or held back `sources.async_staleness` steps to reproduce an
 //! asynchronous actor/learner split), the replay buffer and an offline trajectory file. TBRM
 //! uses them all as they are (its objective holds for any behaviour policy, arXiv:2505.15311
-//! Section 4); GRPO and PPO take the stored behaviour log-probs as their old log-probs.
+//! Section 4); GRPO and PPO take as old log-probs the current policy's, recomputed before the
+//! update (`algorithm.old_logprobs = "recompute"`, the default: no behaviour correction for
+//! stale, replayed or offline data), or the stored behaviour log-probs (`"behaviour"`).
 //!
 //! Gathering works on copies of the mutable state (sampler, queue); the step commits them only
 //! when it completes, so an interrupted step leaves the trainer as it was.

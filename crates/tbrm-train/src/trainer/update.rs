@@ -8,9 +8,18 @@
 //! optimizer's float32 accumulators. Micro-batch losses are divided by the whole (mini-)batch's
 //! counts (`BatchTotals`), so they sum to the loss of the whole batch whatever the cut.
 //!
-//! TBRM and GRPO make ONE optimizer step per training step (Algorithm 1 of arXiv:2505.15311:
-//! no PPO-style epochs). PPO makes `epochs x mini_batches` steps of actor and critic, each with
-//! its own AdamW; the critic back-propagates through ordinary autograd inside the loss.
+//! Each training step makes `algorithm.epochs x algorithm.mini_batches` optimizer steps
+//! ([`UpdateSchedule`]): every epoch shuffles the batch and cuts it into mini-batches, one
+//! clipped step each, with advantages computed once on the whole batch first (as verl does).
+//! 1 x 1 (TBRM's Algorithm 1 in arXiv:2505.15311: no PPO-style epochs) is one step on the
+//! whole batch ([`Updater::update_single`]). PPO steps actor and critic, each with its own
+//! AdamW; the critic back-propagates through ordinary autograd inside the loss.
+//!
+//! Old log-probs (GRPO, PPO): with `algorithm.old_logprobs = "recompute"` the policy scores the
+//! batch before the first step, without grad, through the training pass's own forward
+//! (`tbrm_model::forward_scores`, same passes as the update's micro-batches), so on on-policy
+//! data the first step's ratio is exactly 1; with `"behaviour"` the sampler's stored log-probs
+//! are used. `actor/ratio_dev_first_step` logs max |ratio - 1| over the first step's tokens.
 //!
 //! Data parallelism (`Updater::dist`): `batch` is this rank's share. The totals the losses are
 //! divided by are summed over ranks first, so each rank's gradient is that of its local sum
@@ -25,12 +34,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tbrm_algo::{AdvantageInputs, Advantages, AlgoError, BatchTotals, LossInputs, PolicyLoss};
 use tbrm_data::Trajectory;
-use tbrm_model::{forward_backward, CausalLm, LeanOptions};
+use tbrm_model::{forward_backward, forward_scores, CausalLm, LeanOptions};
 use tch::{Kind, Tensor};
 
 use super::batching::{group_ids, index_tensor, pack, totals_of, BatchPlan, BatchTensors};
 use super::distributed::Dist;
 use super::TrainError;
+use crate::config::OldLogprobs;
 use crate::critic::Critic;
 use crate::optim::AdamW;
 use crate::rollout::derive_seed;
@@ -51,20 +61,41 @@ pub struct UpdateStats {
     pub passes: usize,
     /// Algorithm metrics (tbrm-algo names), weighted means over the batch.
     pub extra: BTreeMap<String, f64>,
+    /// Optimizer steps taken (of the policy).
+    pub optimizer_steps: usize,
+    /// max |exp(log pi_theta - log pi_old) - 1| over this process's tokens of the first
+    /// optimizer step (NaN for losses without old log-probs): 0 with recomputed old log-probs
+    /// on on-policy data.
+    pub first_ratio_dev: f64,
 }
 
-/// PPO's schedule for one training step.
+/// The optimizer steps of one training step: `epochs` shuffles of the batch, each cut into
+/// `mini_batches` mini-batches, one step each.
 #[derive(Debug, Clone, Copy)]
-pub struct PpoSchedule {
+pub struct UpdateSchedule {
     pub epochs: usize,
     pub mini_batches: usize,
     /// Seeds the mini-batch permutation (with the step).
     pub seed: u64,
     pub step: u64,
+    /// PPO's critic learning rate at this step (ignored without a critic).
     pub critic_lr: f64,
 }
 
-/// Stream of `derive_seed` for PPO's permutation (kept from the single-file trainer).
+impl UpdateSchedule {
+    /// One step on the whole batch (TBRM's Algorithm 1).
+    pub fn single(seed: u64, step: u64) -> Self {
+        UpdateSchedule {
+            epochs: 1,
+            mini_batches: 1,
+            seed,
+            step,
+            critic_lr: 0.0,
+        }
+    }
+}
+
+/// Stream of `derive_seed` for the mini-batch permutation (kept from the single-file trainer).
 const PPO_PERM_STREAM: u64 = 4;
 
 /// Everything one update reads and writes.
@@ -84,6 +115,8 @@ pub struct Updater<'a> {
     /// Data parallelism: `batch` is this rank's share; totals, statistics and gradients are
     /// reduced over the ranks (`None`: one process, the whole batch).
     pub dist: Option<&'a Dist>,
+    /// Where GRPO/PPO's old log-probs come from (`algorithm.old_logprobs`).
+    pub old_logprobs: OldLogprobs,
 }
 
 /// Adds `weight * value` of each metric into `acc`.
@@ -155,12 +188,121 @@ fn empty_stats() -> UpdateStats {
     UpdateStats {
         loss: f64::NAN,
         grad_norm: f64::NAN,
+        first_ratio_dev: f64::NAN,
+        ..UpdateStats::default()
+    }
+}
+
+/// Statistics before any pass.
+fn fresh_stats() -> UpdateStats {
+    UpdateStats {
+        first_ratio_dev: f64::NAN,
         ..UpdateStats::default()
     }
 }
 
 impl Updater<'_> {
-    /// TBRM / GRPO: gradients of the whole batch, then one clipped optimizer step.
+    /// The step's update under `sched`: PPO, or any loss with more than one step, through
+    /// [`Updater::update_epochs`]; one step on the whole batch through
+    /// [`Updater::update_single`].
+    pub fn update(
+        &mut self,
+        batch: &[&Trajectory],
+        ref_lp: Option<&[Vec<f32>]>,
+        lr: f64,
+        sched: UpdateSchedule,
+    ) -> Result<UpdateStats, TrainError> {
+        if self.critic.is_some() || sched.epochs * sched.mini_batches > 1 {
+            self.update_epochs(batch, ref_lp, lr, sched)
+        } else {
+            self.update_single(batch, ref_lp, lr)
+        }
+    }
+
+    /// The gradient passes of the first epoch, as rows of `batch`: each mini-batch's rows cut
+    /// by `self.micro` as [`Updater::accumulate`] cuts them.
+    fn first_epoch_passes(
+        &self,
+        batch: &[&Trajectory],
+        minis: &[(usize, Vec<usize>)],
+    ) -> Vec<Vec<usize>> {
+        minis
+            .iter()
+            .filter(|(epoch, _)| *epoch == 0)
+            .flat_map(|(_, rows)| {
+                let sub: Vec<&Trajectory> = rows.iter().map(|&i| batch[i]).collect();
+                self.micro
+                    .plan_trajectories(&sub)
+                    .into_iter()
+                    .map(|g| g.iter().map(|&k| rows[k]).collect::<Vec<_>>())
+            })
+            .collect()
+    }
+
+    /// The whole batch's tensors, with recomputed old log-probs when the loss reads them and
+    /// `old_logprobs` is `recompute`: scored by the current policy (no grad) through the
+    /// training forward, in `passes` (rows of `batch`: the first epoch's gradient passes, so
+    /// each row is scored in the same pass shape as its first gradient pass and the first
+    /// step's ratio is exactly 1). Adds the behaviour-vs-recomputed difference and the scoring
+    /// time to `stats.extra` (weighted by this share of `rows_total`).
+    fn batch_tensors(
+        &self,
+        batch: &[&Trajectory],
+        ref_lp: Option<&[Vec<f32>]>,
+        rows_total: f64,
+        passes: &[Vec<usize>],
+        stats: &mut UpdateStats,
+    ) -> Result<BatchTensors, TrainError> {
+        let device = self.policy.device();
+        let mut tensors = BatchTensors::new(batch, ref_lp, device);
+        if !self.loss.needs().old_logprobs
+            || self.old_logprobs != OldLogprobs::Recompute
+            || batch.is_empty()
+        {
+            return Ok(tensors);
+        }
+        let t0 = std::time::Instant::now();
+        let l_all = tensors.mask.size()[1];
+        let mut old = Tensor::zeros([batch.len() as i64, l_all], (Kind::Float, device));
+        let lean = LeanOptions {
+            entropy: false,
+            ..self.lean
+        };
+        for idx in passes {
+            let packed = pack(batch, idx, self.pad_id, device)?;
+            let lp = forward_scores(self.policy, &packed, &lean).token_logprobs;
+            let pad = l_all - lp.size()[1];
+            let lp = if pad > 0 {
+                lp.constant_pad_nd([0, pad])
+            } else {
+                lp
+            };
+            let _ = old.index_copy_(0, &index_tensor(idx, device), &lp);
+        }
+        let diff = (&old - &tensors.old).abs() * &tensors.mask;
+        let tokens = tensors.mask.sum(Kind::Double).double_value(&[]);
+        let share = batch.len() as f64 / rows_total;
+        if tokens > 0.0 {
+            let mean = diff.sum(Kind::Double).double_value(&[]) / tokens;
+            stats
+                .extra
+                .insert("old_logprobs/behaviour_abs_diff_mean".into(), mean * share);
+            if self.dist.is_none() {
+                let max = diff.max().double_value(&[]);
+                stats
+                    .extra
+                    .insert("old_logprobs/behaviour_abs_diff_max".into(), max);
+            }
+        }
+        stats.extra.insert(
+            "perf/old_logprobs_s".into(),
+            t0.elapsed().as_secs_f64() * share,
+        );
+        tensors.old = old;
+        Ok(tensors)
+    }
+
+    /// One step on the whole batch: its gradients, then one clipped optimizer step.
     pub fn update_single(
         &mut self,
         batch: &[&Trajectory],
@@ -179,7 +321,7 @@ impl Updater<'_> {
         }
         let mut stats = if batch.is_empty() {
             self.opt.zero_grad();
-            UpdateStats::default()
+            fresh_stats()
         } else {
             self.gradients_with(batch, ref_lp, totals, rows_total)?
         };
@@ -198,11 +340,22 @@ impl Updater<'_> {
         }
         optimizer_step(self.opt, self.dist, lr)?;
         self.opt.zero_grad();
+        stats.optimizer_steps = 1;
+        self.ratio_metric(&mut stats);
         Ok(stats)
     }
 
-    /// TBRM / GRPO: the whole batch's gradient in the optimizer's accumulators (no step; one
-    /// process).
+    /// `actor/ratio_dev_first_step` in one process (a max does not sum over ranks).
+    fn ratio_metric(&self, stats: &mut UpdateStats) {
+        if self.dist.is_none() && stats.first_ratio_dev.is_finite() {
+            stats
+                .extra
+                .insert("actor/ratio_dev_first_step".into(), stats.first_ratio_dev);
+        }
+    }
+
+    /// The whole batch's gradient in the optimizer's accumulators (no step; one process; no
+    /// critic).
     pub fn gradients(
         &mut self,
         batch: &[&Trajectory],
@@ -219,20 +372,10 @@ impl Updater<'_> {
         totals: BatchTotals,
         rows_total: f64,
     ) -> Result<UpdateStats, TrainError> {
-        let device = self.policy.device();
-        let tensors = BatchTensors::new(batch, ref_lp, device);
-        let needs = self.loss.needs();
-        let groups = group_ids(batch);
-        let advantages = {
-            let mut ai = AdvantageInputs::new(&tensors.rewards, &tensors.mask);
-            if needs.group_ids {
-                ai.group_ids = Some(&groups);
-            }
-            ai.old_logprobs = Some(&tensors.old);
-            ai.ref_logprobs = tensors.reference.as_ref();
-            self.loss.advantages(&ai)?
-        };
-        let mut stats = UpdateStats::default();
+        let mut stats = fresh_stats();
+        let passes = self.micro.plan_trajectories(batch);
+        let tensors = self.batch_tensors(batch, ref_lp, rows_total, &passes, &mut stats)?;
+        let advantages = self.advantages(batch, &tensors)?;
         self.opt.zero_grad();
         let all: Vec<usize> = (0..batch.len()).collect();
         let data = LossData {
@@ -241,7 +384,7 @@ impl Updater<'_> {
             old_values: None,
             rows_total,
         };
-        self.accumulate(batch, &all, &data, totals, 1.0, true, &mut stats)?;
+        self.accumulate(batch, &all, &data, totals, 1.0, true, true, &mut stats)?;
         if let Some(a) = &advantages {
             // Batch means of this share, weighted by its part of the whole batch.
             let share = batch.len() as f64 / rows_total;
@@ -252,10 +395,28 @@ impl Updater<'_> {
         Ok(stats)
     }
 
+    /// Advantages of a loss without a critic (GRPO: group-normalised, on the whole batch;
+    /// TBRM: none).
+    fn advantages(
+        &self,
+        batch: &[&Trajectory],
+        tensors: &BatchTensors,
+    ) -> Result<Option<Advantages>, TrainError> {
+        let groups = group_ids(batch);
+        let mut ai = AdvantageInputs::new(&tensors.rewards, &tensors.mask);
+        if self.loss.needs().group_ids {
+            ai.group_ids = Some(&groups);
+        }
+        ai.old_logprobs = Some(&tensors.old);
+        ai.ref_logprobs = tensors.reference.as_ref();
+        Ok(self.loss.advantages(&ai)?)
+    }
+
     /// Accumulates the gradient of the loss over `rows` of `batch`, normalised by `totals`
     /// (those rows' totals, over all ranks), in micro-batches cut by `self.micro`. Returns
     /// false (and sets `stats.nonfinite`) at the first non-finite micro-batch loss. Metrics are
-    /// added with weight `rows_in_micro / data.rows_total * metric_scale`.
+    /// added with weight `rows_in_micro / data.rows_total * metric_scale`. With `first_step`,
+    /// the ratio's deviation from 1 goes into `stats.first_ratio_dev`.
     #[allow(clippy::too_many_arguments)]
     fn accumulate(
         &mut self,
@@ -265,6 +426,7 @@ impl Updater<'_> {
         totals: BatchTotals,
         metric_scale: f64,
         count_kl: bool,
+        first_step: bool,
         stats: &mut UpdateStats,
     ) -> Result<bool, TrainError> {
         let sub: Vec<&Trajectory> = rows.iter().map(|&i| batch[i]).collect();
@@ -331,6 +493,17 @@ impl Updater<'_> {
                 return Ok(false);
             }
             stats.loss += pass.loss;
+            if first_step && needs.old_logprobs {
+                let dev = (((&pass.scores.token_logprobs - &old).exp() - 1.0).abs()
+                    * &packed.response_mask)
+                    .max()
+                    .double_value(&[]);
+                stats.first_ratio_dev = if stats.first_ratio_dev.is_nan() {
+                    dev
+                } else {
+                    stats.first_ratio_dev.max(dev)
+                };
+            }
             if let (true, Some(r)) = (count_kl, &reference) {
                 let diff =
                     ((&pass.scores.token_logprobs - r) * &packed.response_mask).sum(Kind::Double);
@@ -363,14 +536,15 @@ impl Updater<'_> {
         Ok(out * mask)
     }
 
-    /// PPO: critic values at rollout time, GAE advantages, then `epochs` passes of
-    /// `mini_batches` actor + critic steps.
-    pub fn update_ppo(
+    /// `sched.epochs` passes of `sched.mini_batches` optimizer steps. Advantages come first,
+    /// on the whole batch: PPO's from critic values at rollout time (GAE), GRPO's
+    /// group-normalised, none for TBRM. PPO steps its critic alongside the actor.
+    pub fn update_epochs(
         &mut self,
         batch: &[&Trajectory],
         ref_lp: Option<&[Vec<f32>]>,
         lr: f64,
-        sched: PpoSchedule,
+        sched: UpdateSchedule,
     ) -> Result<UpdateStats, TrainError> {
         // This share's rows are global rows offset..offset + batch.len().
         let (offset, rows_total) = match self.dist {
@@ -380,8 +554,136 @@ impl Updater<'_> {
         if rows_total == 0 {
             return Ok(empty_stats());
         }
+        // Every epoch's mini-batches, cut from one permutation of the global batch; each
+        // rank keeps the rows it holds.
+        let per = rows_total.div_ceil(sched.mini_batches.max(1));
+        let mut minis: Vec<(usize, Vec<usize>)> = Vec::new();
+        for epoch in 0..sched.epochs {
+            let mut perm: Vec<usize> = (0..rows_total).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+                sched.seed,
+                sched.step,
+                PPO_PERM_STREAM ^ ((epoch as u64) << 8),
+            ));
+            perm.shuffle(&mut rng);
+            for chunk in perm.chunks(per) {
+                let local = chunk
+                    .iter()
+                    .filter(|&&g| g >= offset && g < offset + batch.len())
+                    .map(|&g| g - offset)
+                    .collect();
+                minis.push((epoch, local));
+            }
+        }
+        let mut stats = fresh_stats();
+        let passes = self.first_epoch_passes(batch, &minis);
+        let tensors = self.batch_tensors(batch, ref_lp, rows_total as f64, &passes, &mut stats)?;
+        let (adv, old_values) = if self.critic.is_some() {
+            let (adv, v) = self.ppo_advantages(batch, &tensors)?;
+            (Some(adv), Some(v))
+        } else if batch.is_empty() {
+            (None, None)
+        } else {
+            (self.advantages(batch, &tensors)?, None)
+        };
+        let data = LossData {
+            tensors: &tensors,
+            advantages: adv.as_ref(),
+            old_values: old_values.as_ref(),
+            rows_total: rows_total as f64,
+        };
+        let local_totals: Vec<BatchTotals> = minis
+            .iter()
+            .map(|(_, rows)| totals_of(&rows.iter().map(|&i| batch[i]).collect::<Vec<_>>()))
+            .collect();
+        let totals = global_totals(self.dist, &local_totals)?;
+        let mut norms = Vec::new();
+        let mut losses = Vec::new();
+        let mut critic_norm = None;
+        for (k, ((epoch, mini), totals)) in minis.iter().zip(totals).enumerate() {
+            self.opt.zero_grad();
+            if let Some(c) = self.critic.as_deref_mut() {
+                c.optimizer.zero_grad();
+            }
+            let loss_before = stats.loss;
+            let mut ok = self.accumulate(
+                batch,
+                mini,
+                &data,
+                totals,
+                1.0 / sched.epochs as f64,
+                *epoch == 0,
+                k == 0,
+                &mut stats,
+            )?;
+            let mut mini_loss = stats.loss - loss_before;
+            stats.loss = loss_before;
+            if let Some(d) = self.dist {
+                let mut agreed = [f64::from(u8::from(!ok)), if ok { mini_loss } else { 0.0 }];
+                d.sum("mini-batch loss", &mut agreed)?;
+                ok = agreed[0] == 0.0;
+                mini_loss = agreed[1];
+            }
+            let (dist, grad_clip) = (self.dist, self.grad_clip);
+            let mut stepped = false;
+            if ok {
+                let norm = reduce_and_clip(self.opt, dist, grad_clip)?;
+                let cnorm = match self.critic.as_deref_mut() {
+                    Some(c) => Some(reduce_and_clip(&mut c.optimizer, dist, grad_clip)?),
+                    None => None,
+                };
+                if norm.is_finite() && cnorm.is_none_or(f64::is_finite) {
+                    if let Some(c) = self.critic.as_deref_mut() {
+                        optimizer_step(&mut c.optimizer, dist, sched.critic_lr)?;
+                    }
+                    optimizer_step(self.opt, dist, lr)?;
+                    norms.push(norm);
+                    critic_norm = cnorm.or(critic_norm);
+                    losses.push(mini_loss);
+                    stepped = true;
+                }
+            }
+            if !stepped {
+                stats.nonfinite = true;
+            }
+            if let Some(c) = self.critic.as_deref_mut() {
+                c.optimizer.zero_grad();
+            }
+            self.opt.zero_grad();
+        }
+        if let Some(a) = &adv {
+            let share = batch.len() as f64 / rows_total as f64;
+            for (k, v) in &a.metrics {
+                stats.extra.insert(k.clone(), *v * share);
+            }
+        }
+        if let Some(d) = self.dist {
+            let mut kl = [stats.kl_sum, stats.kl_tokens];
+            d.sum("KL statistics", &mut kl)?;
+            (stats.kl_sum, stats.kl_tokens) = (kl[0], kl[1]);
+            d.reduce_metrics(&mut stats.extra)?;
+        }
+        if let Some(c) = critic_norm {
+            stats.extra.insert("critic/grad_norm".into(), c);
+        }
+        stats.optimizer_steps = norms.len();
+        stats.grad_norm = norms.last().copied().unwrap_or(f64::NAN);
+        stats.loss = if losses.is_empty() {
+            f64::NAN
+        } else {
+            losses.iter().sum::<f64>() / losses.len() as f64
+        };
+        self.ratio_metric(&mut stats);
+        Ok(stats)
+    }
+
+    /// PPO: critic values at rollout time and GAE advantages (whitened over all ranks).
+    fn ppo_advantages(
+        &self,
+        batch: &[&Trajectory],
+        tensors: &BatchTensors,
+    ) -> Result<(Advantages, Tensor), TrainError> {
         let device = self.policy.device();
-        let tensors = BatchTensors::new(batch, ref_lp, device);
         let old_values = self.old_values(batch, &tensors.mask)?;
         let mut adv = if batch.is_empty() {
             let empty = Tensor::zeros([0, 0], (Kind::Float, device));
@@ -407,110 +709,6 @@ impl Updater<'_> {
             let returns = adv.returns.as_ref().expect("PPO advantages carry returns");
             adv.advantages = d.whiten(&(returns - &old_values), &tensors.mask)?;
         }
-        let data = LossData {
-            tensors: &tensors,
-            advantages: Some(&adv),
-            old_values: Some(&old_values),
-            rows_total: rows_total as f64,
-        };
-        // Every epoch's mini-batches, cut from one permutation of the global batch; each
-        // rank keeps the rows it holds.
-        let per = rows_total.div_ceil(sched.mini_batches.max(1));
-        let mut minis: Vec<(usize, Vec<usize>)> = Vec::new();
-        for epoch in 0..sched.epochs {
-            let mut perm: Vec<usize> = (0..rows_total).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
-                sched.seed,
-                sched.step,
-                PPO_PERM_STREAM ^ ((epoch as u64) << 8),
-            ));
-            perm.shuffle(&mut rng);
-            for chunk in perm.chunks(per) {
-                let local = chunk
-                    .iter()
-                    .filter(|&&g| g >= offset && g < offset + batch.len())
-                    .map(|&g| g - offset)
-                    .collect();
-                minis.push((epoch, local));
-            }
-        }
-        let local_totals: Vec<BatchTotals> = minis
-            .iter()
-            .map(|(_, rows)| totals_of(&rows.iter().map(|&i| batch[i]).collect::<Vec<_>>()))
-            .collect();
-        let totals = global_totals(self.dist, &local_totals)?;
-        let mut stats = UpdateStats::default();
-        let mut norms = Vec::new();
-        let mut losses = Vec::new();
-        let mut critic_norm = None;
-        for ((epoch, mini), totals) in minis.iter().zip(totals) {
-            self.opt.zero_grad();
-            self.critic_mut().optimizer.zero_grad();
-            let loss_before = stats.loss;
-            let mut ok = self.accumulate(
-                batch,
-                mini,
-                &data,
-                totals,
-                1.0 / sched.epochs as f64,
-                *epoch == 0,
-                &mut stats,
-            )?;
-            let mut mini_loss = stats.loss - loss_before;
-            stats.loss = loss_before;
-            if let Some(d) = self.dist {
-                let mut agreed = [f64::from(u8::from(!ok)), if ok { mini_loss } else { 0.0 }];
-                d.sum("mini-batch loss", &mut agreed)?;
-                ok = agreed[0] == 0.0;
-                mini_loss = agreed[1];
-            }
-            if !ok {
-                stats.nonfinite = true;
-                self.critic_mut().optimizer.zero_grad();
-                self.opt.zero_grad();
-                continue;
-            }
-            let (dist, grad_clip) = (self.dist, self.grad_clip);
-            let norm = reduce_and_clip(self.opt, dist, grad_clip)?;
-            let critic = self.critic_mut();
-            let cnorm = reduce_and_clip(&mut critic.optimizer, dist, grad_clip)?;
-            if !norm.is_finite() || !cnorm.is_finite() {
-                stats.nonfinite = true;
-                critic.optimizer.zero_grad();
-                self.opt.zero_grad();
-                continue;
-            }
-            optimizer_step(&mut critic.optimizer, dist, sched.critic_lr)?;
-            critic.optimizer.zero_grad();
-            optimizer_step(self.opt, dist, lr)?;
-            self.opt.zero_grad();
-            norms.push(norm);
-            critic_norm = Some(cnorm);
-            losses.push(mini_loss);
-        }
-        let share = batch.len() as f64 / rows_total as f64;
-        for (k, v) in &adv.metrics {
-            stats.extra.insert(k.clone(), *v * share);
-        }
-        if let Some(d) = self.dist {
-            let mut kl = [stats.kl_sum, stats.kl_tokens];
-            d.sum("KL statistics", &mut kl)?;
-            (stats.kl_sum, stats.kl_tokens) = (kl[0], kl[1]);
-            d.reduce_metrics(&mut stats.extra)?;
-        }
-        if let Some(c) = critic_norm {
-            stats.extra.insert("critic/grad_norm".into(), c);
-        }
-        stats.grad_norm = norms.last().copied().unwrap_or(f64::NAN);
-        stats.loss = if losses.is_empty() {
-            f64::NAN
-        } else {
-            losses.iter().sum::<f64>() / losses.len() as f64
-        };
-        Ok(stats)
-    }
-
-    fn critic_mut(&mut self) -> &mut Critic {
-        self.critic.as_deref_mut().expect("PPO has a critic")
+        Ok((adv, old_values))
     }
 }
