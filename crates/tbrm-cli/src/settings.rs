@@ -14,6 +14,8 @@ use tbrm_train::TrainConfig;
 
 /// The built-in default (`tbrm train` with no arguments).
 pub const DEFAULT_TOML: &str = include_str!("../../../configs/default.toml");
+/// The built-in Countdown task (`tbrm train --data builtin:countdown` without `--config`).
+pub const COUNTDOWN_TOML: &str = include_str!("../../../configs/countdown.toml");
 /// The paper's math settings (`tbrm train --model DIR --data FILE` without `--config`).
 pub const MATH_TOML: &str = include_str!("../../../configs/math.toml");
 
@@ -70,7 +72,8 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 /// Reads the base config text: `--config FILE`, else the embedded math config when `--data`
-/// names a file, else the embedded built-in default. Returns (text, where it came from).
+/// names a file, the embedded Countdown config for `--data builtin:countdown`, else the
+/// embedded built-in default. Returns (text, where it came from).
 fn base_text(flags: &TrainFlags) -> anyhow::Result<(String, String)> {
     if let Some(path) = &flags.config {
         let text = std::fs::read_to_string(path)
@@ -81,6 +84,10 @@ fn base_text(flags: &TrainFlags) -> anyhow::Result<(String, String)> {
         Some(d) if !d.starts_with("builtin:") => {
             Ok((MATH_TOML.to_string(), "configs/math.toml (built in)".into()))
         }
+        Some(d) if d == "builtin:countdown" => Ok((
+            COUNTDOWN_TOML.to_string(),
+            "configs/countdown.toml (built in)".into(),
+        )),
         _ => Ok((
             DEFAULT_TOML.to_string(),
             "configs/default.toml (built in)".into(),
@@ -126,14 +133,19 @@ pub fn resolve_noted(flags: &TrainFlags) -> anyhow::Result<(TrainConfig, Option<
         }
     })?;
     apply_flags(&mut cfg, flags)?;
-    let default_model = Path::new(tbrm_train::builtin::DEFAULT_MODEL_DIR);
-    if cfg.model.path == default_model && !default_model.is_dir() {
-        // Run from outside the repository: use the checkout this binary was built from.
-        let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(default_model);
-        if built_from.is_dir() {
-            cfg.model.path = built_from;
+    for committed in [
+        tbrm_train::builtin::DEFAULT_MODEL_DIR,
+        tbrm_train::builtin::COUNTDOWN_MODEL_DIR,
+    ] {
+        let committed = Path::new(committed);
+        if cfg.model.path == committed && !committed.is_dir() {
+            // Run from outside the repository: use the checkout this binary was built from.
+            let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(committed);
+            if built_from.is_dir() {
+                cfg.model.path = built_from;
+            }
         }
     }
     if !cfg.data.train.starts_with("builtin:")
@@ -221,6 +233,16 @@ mod tests {
     fn embedded_configs_are_valid() {
         let cfg = resolve(&TrainFlags::default()).unwrap();
         assert_eq!(cfg.data.train, "builtin:arith");
+        let countdown = resolve(&TrainFlags {
+            data: Some("builtin:countdown".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(countdown.data.train, "builtin:countdown");
+        assert!(countdown
+            .model
+            .path
+            .ends_with(tbrm_train::builtin::COUNTDOWN_MODEL_DIR));
         let math = TrainConfig::from_toml_str(MATH_TOML).unwrap();
         assert_eq!(math.algorithm.beta, 0.002);
         assert_eq!(math.optim.lr, 2.5e-6);
@@ -377,6 +399,16 @@ lrr = 1e-5
         let err = format!("{:#}", resolve(&flags).unwrap_err());
         assert!(
             err.contains("optim.learning_rate") && err.contains("configs/default.toml"),
+            "{err}"
+        );
+        let flags = TrainFlags {
+            data: Some("builtin:countdown".into()),
+            set: vec!["countdown.max_numbrs=5".into()],
+            ..Default::default()
+        };
+        let err = format!("{:#}", resolve(&flags).unwrap_err());
+        assert!(
+            err.contains("countdown.max_numbrs") && err.contains("configs/countdown.toml"),
             "{err}"
         );
 

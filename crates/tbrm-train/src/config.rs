@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tbrm_data::{FieldMap, PromptTemplate};
 
 use crate::task::arith::ArithConfig;
+use crate::task::countdown::CountdownConfig;
 
 pub mod algorithm_defaults;
 
@@ -522,6 +523,9 @@ pub struct TrainConfig {
     pub data: DataSection,
     /// Shape of the built-in arithmetic task's problems (used when `data.train = builtin:arith`).
     pub task: ArithConfig,
+    /// Shape of the built-in Countdown task's problems (used when
+    /// `data.train = builtin:countdown`).
+    pub countdown: CountdownConfig,
     pub algorithm: AlgorithmSection,
     pub rollout: RolloutSection,
     pub optim: OptimSection,
@@ -759,6 +763,9 @@ impl TrainConfig {
             self.task
                 .validate()
                 .map_err(|e| ConfigError::invalid("task", e.to_string()))?;
+            self.countdown
+                .validate()
+                .map_err(|e| ConfigError::invalid("countdown", e.to_string()))?;
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use tch::nn::OptimizerConfig;
 use tch::{Device, Tensor};
 
 use crate::task::arith::{self, ArithConfig, Split};
-use crate::task::{tokenizer as task_tok, TaskError};
+use crate::task::countdown::{self, CountdownConfig};
+use crate::task::{tokenizer as task_tok, TaskError, TaskKind};
 
 /// Errors of the SFT run.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +146,14 @@ impl SftConfig {
 /// 4 layers, 4 query / 2 KV heads, MLP 384, tied embeddings, vocabulary = the task tokenizer.
 /// About 0.8 M parameters: small enough for RL on two CPU cores, big enough to learn carries.
 pub fn tiny_arith_model_config() -> ModelConfig {
+    tiny_model_config(TaskKind::Arith)
+}
+
+/// The same tiny shape with `kind`'s tokenizer (`--init-config tiny-<task>`): for Countdown
+/// only the vocabulary differs (21 tokens instead of 19).
+pub fn tiny_model_config(kind: TaskKind) -> ModelConfig {
     let mut cfg = ModelConfig::tiny(ModelType::Qwen2);
-    cfg.vocab_size = task_tok::vocab_size() as i64;
+    cfg.vocab_size = task_tok::vocab_size_for(kind.chars()) as i64;
     cfg.hidden_size = 128;
     cfg.intermediate_size = 384;
     cfg.num_hidden_layers = 4;
@@ -176,6 +183,37 @@ pub fn arith_examples(cfg: &ArithConfig, n: usize, seed: u64) -> Result<Vec<SftE
 /// `n` held-out arithmetic problems for the accuracy check.
 pub fn arith_eval_items(cfg: &ArithConfig, n: usize, seed: u64) -> Result<Vec<EvalItem>, SftError> {
     Ok(arith::generate(cfg, Split::HeldOut, n, seed)?
+        .into_iter()
+        .map(|p| EvalItem {
+            answer: p.answer_text(),
+            prompt: p.prompt,
+        })
+        .collect())
+}
+
+/// `n` training pairs of the Countdown task (train split only): the chain each problem was
+/// generated from.
+pub fn countdown_examples(
+    cfg: &CountdownConfig,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<SftExample>, SftError> {
+    Ok(countdown::generate(cfg, Split::Train, n, seed)?
+        .into_iter()
+        .map(|p| SftExample {
+            response: p.response(),
+            prompt: p.prompt,
+        })
+        .collect())
+}
+
+/// `n` held-out Countdown problems for the accuracy check (answer: the target).
+pub fn countdown_eval_items(
+    cfg: &CountdownConfig,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<EvalItem>, SftError> {
+    Ok(countdown::generate(cfg, Split::HeldOut, n, seed)?
         .into_iter()
         .map(|p| EvalItem {
             answer: p.answer_text(),
@@ -331,9 +369,29 @@ pub fn train(
     Ok(())
 }
 
-/// Greedy exact-match accuracy: the text after the last `#` of each greedy response must
-/// equal the item's answer.
+/// Greedy exact-match accuracy on the arithmetic task: the text after the last `#` of each
+/// greedy response must equal the item's answer.
 pub fn greedy_accuracy(
+    model: &CausalLm,
+    tok: &Tokenizer,
+    items: &[EvalItem],
+    batch_size: usize,
+    max_new_tokens: usize,
+) -> Result<f64, SftError> {
+    greedy_accuracy_for(
+        TaskKind::Arith,
+        model,
+        tok,
+        items,
+        batch_size,
+        max_new_tokens,
+    )
+}
+
+/// Greedy accuracy under `kind`'s reward ([`TaskKind::score`]): the fraction of items whose
+/// greedy response scores 1.
+pub fn greedy_accuracy_for(
+    kind: TaskKind,
     model: &CausalLm,
     tok: &Tokenizer,
     items: &[EvalItem],
@@ -358,7 +416,7 @@ pub fn greedy_accuracy(
         hits += gens
             .iter()
             .zip(chunk)
-            .filter(|(g, it)| arith::score(&g.text, &it.answer) >= 1.0)
+            .filter(|(g, it)| kind.score(&it.prompt, &it.answer, &g.text) >= 1.0)
             .count();
     }
     Ok(hits as f64 / items.len() as f64)
@@ -400,8 +458,13 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<(), SftError> {
 
 /// A new randomly initialised tiny-arith model (seeded, float32) on `device`.
 pub fn init_tiny_arith(device: Device, seed: i64) -> Result<CausalLm, SftError> {
+    init_tiny(TaskKind::Arith, device, seed)
+}
+
+/// A new randomly initialised tiny model for `kind`'s tokenizer (seeded, float32) on `device`.
+pub fn init_tiny(kind: TaskKind, device: Device, seed: i64) -> Result<CausalLm, SftError> {
     Ok(CausalLm::from_config(
-        tiny_arith_model_config(),
+        tiny_model_config(kind),
         device,
         tch::Kind::Float,
         seed,

@@ -1,7 +1,8 @@
 //! `tbrm sft`: supervised warm start. Trains a model (a new tiny one, or an existing HF folder)
 //! with next-token cross-entropy on response tokens, saves it as an HF folder, and prints greedy
 //! held-out accuracy. The built-in default's base policy `assets/tiny-arith/` is made with
-//! `tbrm sft --task arith --init-config tiny-arith` (exact command in its README).
+//! `tbrm sft --task arith --init-config tiny-arith`, the Countdown task's `assets/tiny-countdown/`
+//! with `tbrm sft --task countdown --init-config tiny-countdown` (exact commands in their READMEs).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,12 +11,13 @@ use anyhow::{bail, Context};
 use tbrm_model::{CausalLm, Tokenizer};
 use tbrm_train::sft::{self, SftConfig};
 use tbrm_train::task::arith::ArithConfig;
+use tbrm_train::task::countdown::CountdownConfig;
 use tbrm_train::task::{tokenizer as task_tok, TaskKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Built-in task whose train split is the training data (when --data is absent) and whose
-    /// held-out split is the accuracy check.
+    /// Built-in task (`arith` or `countdown`) whose train split is the training data (when
+    /// --data is absent) and whose held-out split is the accuracy check.
     #[arg(long)]
     task: Option<TaskKind>,
     /// JSONL file of {"prompt", "response"} rows to train on instead of a built-in task.
@@ -24,7 +26,8 @@ pub struct Args {
     /// Start from this HF model folder (its tokenizer is used too).
     #[arg(long, conflicts_with = "init_config")]
     model: Option<PathBuf>,
-    /// Start from a fresh random model of this built-in shape (`tiny-arith`).
+    /// Start from a fresh random model of this built-in shape (`tiny-arith`, or
+    /// `tiny-countdown`: the same shape with the Countdown tokenizer).
     #[arg(long)]
     init_config: Option<String>,
     #[arg(long, default_value_t = 600)]
@@ -71,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let device = super::parse_device(&args.device)?;
     if args.data.is_none() && args.task.is_none() {
-        bail!("nothing to train on: pass --task arith or --data FILE.jsonl");
+        bail!("nothing to train on: pass --task arith, --task countdown or --data FILE.jsonl");
     }
     let cfg = SftConfig {
         steps: args.steps,
@@ -92,25 +95,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let tok = Tokenizer::load(dir).with_context(|| format!("--model {}", dir.display()))?;
             (model, tok)
         }
-        (None, Some("tiny-arith")) => {
+        (None, Some(shape)) => {
+            let kind = match shape {
+                "tiny-arith" => TaskKind::Arith,
+                "tiny-countdown" => TaskKind::Countdown,
+                other => bail!(
+                    "--init-config: unknown shape {other:?} (known: tiny-arith, tiny-countdown)"
+                ),
+            };
             // The tokenizer is written first so the run can use the exact files it ships.
-            task_tok::write_files(&args.output)
+            task_tok::write_files_for(&args.output, kind.chars())
                 .with_context(|| format!("--output {}", args.output.display()))?;
             let tok = Tokenizer::load(&args.output)?;
-            (sft::init_tiny_arith(device, args.seed as i64)?, tok)
+            (sft::init_tiny(kind, device, args.seed as i64)?, tok)
         }
-        (None, Some(other)) => bail!("--init-config: unknown shape {other:?} (known: tiny-arith)"),
-        (None, None) => bail!("pass --model DIR or --init-config tiny-arith"),
+        (None, None) => bail!("pass --model DIR or --init-config tiny-arith|tiny-countdown"),
         (Some(_), Some(_)) => unreachable!("clap rejects --model with --init-config"),
     };
 
-    let task_cfg = ArithConfig::default();
-    let data = match &args.data {
-        Some(path) => sft::read_jsonl(path)?,
-        None => sft::arith_examples(&task_cfg, args.train_size, args.seed)?,
+    // The task's default shape: the one `configs/default.toml` / `configs/countdown.toml` train.
+    let arith_cfg = ArithConfig::default();
+    let countdown_cfg = CountdownConfig::default();
+    let data = match (&args.data, args.task) {
+        (Some(path), _) => sft::read_jsonl(path)?,
+        (None, Some(TaskKind::Countdown)) => {
+            sft::countdown_examples(&countdown_cfg, args.train_size, args.seed)?
+        }
+        (None, _) => sft::arith_examples(&arith_cfg, args.train_size, args.seed)?,
     };
     let eval_items = match args.task {
-        Some(TaskKind::Arith) => sft::arith_eval_items(&task_cfg, args.eval_size, args.eval_seed)?,
+        Some(TaskKind::Arith) => sft::arith_eval_items(&arith_cfg, args.eval_size, args.eval_seed)?,
+        Some(TaskKind::Countdown) => {
+            sft::countdown_eval_items(&countdown_cfg, args.eval_size, args.eval_seed)?
+        }
         None => Vec::new(),
     };
     eprintln!(
@@ -146,18 +163,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("saved {}", args.output.display());
     if eval_items.is_empty() {
         println!(
-            "held-out accuracy: not measured (pass --task arith to check on its held-out split)"
+            "held-out accuracy: not measured (pass --task arith|countdown to check on its held-out split)"
         );
     } else {
-        let acc = sft::greedy_accuracy(
+        let kind = args.task.expect("eval items come from a task");
+        let acc = sft::greedy_accuracy_for(
+            kind,
             &model,
             &tok,
             &eval_items,
             cfg.eval_batch_size,
             cfg.max_new_tokens,
         )?;
+        let check = match kind {
+            TaskKind::Arith => "exact match",
+            TaskKind::Countdown => "valid chain to the target",
+        };
         println!(
-            "held-out accuracy (greedy, exact match, {} problems): {:.1}%",
+            "held-out accuracy (greedy, {check}, {} problems): {:.1}%",
             eval_items.len(),
             100.0 * acc
         );

@@ -48,7 +48,8 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
-    /// Training problems: a JSONL/JSON/Parquet file (math reward) or `builtin:arith`.
+    /// Training problems: a JSONL/JSON/Parquet file (math reward), `builtin:arith` or
+    /// `builtin:countdown` (without --config: configs/countdown.toml).
     #[arg(long)]
     data: Option<String>,
     /// Seed of data order, sampling and initialisation.

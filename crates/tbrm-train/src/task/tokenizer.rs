@@ -1,4 +1,4 @@
-//! A character-level tokenizer for the built-in arithmetic task, written as real Hugging Face
+//! A character-level tokenizer for the built-in tasks, written as real Hugging Face
 //! files so the tiny model folder loads like any other checkpoint (`tbrm_model::Tokenizer::load`,
 //! Python `transformers.AutoTokenizer`).
 //!
@@ -7,6 +7,10 @@
 //! decoder so decoding concatenates characters instead of joining them with spaces. Three
 //! special tokens come first: `<|endoftext|>` (end of response, the EOS), `<|pad|>` and
 //! `<|unk|>` (any character outside the task alphabet, so foreign text never panics).
+//!
+//! Each task has its own alphabet ([`CHARS`] for arithmetic, [`COUNTDOWN_CHARS`] for
+//! Countdown); a later alphabet only appends characters to an earlier one, so the characters
+//! the tasks share keep their ids and the committed `assets/tiny-arith` tokenizer never moves.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,6 +32,9 @@ pub const UNK_TOKEN: &str = "<|unk|>";
 /// Everything the arithmetic task writes: digits, operators, `=`, the step separator `;` and
 /// the answer marker `#`.
 pub const CHARS: &str = "0123456789+-*=;#";
+/// Countdown's alphabet: arithmetic's characters (same ids) then the number separator `,` and
+/// the target marker `:` (ids 19 and 20).
+pub const COUNTDOWN_CHARS: &str = "0123456789+-*=;#,:";
 
 /// Id of [`EOS_TOKEN`].
 pub const EOS_ID: u32 = 0;
@@ -36,12 +43,17 @@ pub const PAD_ID: u32 = 1;
 /// Id of [`UNK_TOKEN`].
 pub const UNK_ID: u32 = 2;
 
-/// Number of tokens (special tokens plus characters).
+/// Number of tokens of the arithmetic tokenizer (special tokens plus characters).
 pub fn vocab_size() -> usize {
-    3 + CHARS.chars().count()
+    vocab_size_for(CHARS)
 }
 
-fn vocab() -> HashMap<String, u32> {
+/// Number of tokens of the tokenizer over `chars` (special tokens plus characters).
+pub fn vocab_size_for(chars: &str) -> usize {
+    3 + chars.chars().count()
+}
+
+fn vocab(chars: &str) -> HashMap<String, u32> {
     let mut v: HashMap<String, u32> = [
         (EOS_TOKEN, EOS_ID),
         (PAD_TOKEN, PAD_ID),
@@ -50,7 +62,7 @@ fn vocab() -> HashMap<String, u32> {
     .into_iter()
     .map(|(t, i)| (t.to_string(), i))
     .collect();
-    for (i, ch) in CHARS.chars().enumerate() {
+    for (i, ch) in chars.chars().enumerate() {
         v.insert(ch.to_string(), 3 + i as u32);
     }
     v
@@ -60,10 +72,16 @@ fn tok_err(e: impl std::fmt::Display) -> TaskError {
     TaskError::Tokenizer(e.to_string())
 }
 
-/// The task tokenizer, in memory.
+/// The arithmetic task's tokenizer, in memory.
 pub fn build() -> Result<Tokenizer, TaskError> {
+    build_for(CHARS)
+}
+
+/// The tokenizer over the alphabet `chars` (distinct characters, none of them a space), in
+/// memory.
+pub fn build_for(chars: &str) -> Result<Tokenizer, TaskError> {
     let model = WordLevel::builder()
-        .vocab(vocab().into_iter().collect())
+        .vocab(vocab(chars).into_iter().collect())
         .unk_token(UNK_TOKEN.to_string())
         .build()
         .map_err(tok_err)?;
@@ -84,15 +102,21 @@ pub fn build() -> Result<Tokenizer, TaskError> {
     Ok(tok)
 }
 
-/// Writes `tokenizer.json`, `tokenizer_config.json` (no chat template: prompts are raw text)
-/// and `generation_config.json` (EOS id) into `dir`, creating it if needed.
+/// Writes the arithmetic task's tokenizer files into `dir` (see [`write_files_for`]).
 pub fn write_files(dir: &Path) -> Result<(), TaskError> {
+    write_files_for(dir, CHARS)
+}
+
+/// Writes `tokenizer.json`, `tokenizer_config.json` (no chat template: prompts are raw text)
+/// and `generation_config.json` (EOS id) of the tokenizer over `chars` into `dir`, creating it
+/// if needed.
+pub fn write_files_for(dir: &Path, chars: &str) -> Result<(), TaskError> {
     let io = |path: &Path, e: std::io::Error| TaskError::Io {
         path: path.to_path_buf(),
         source: e,
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tok = build()?;
+    let tok = build_for(chars)?;
     let path = dir.join("tokenizer.json");
     tok.save(&path, true).map_err(tok_err)?;
 
@@ -159,6 +183,29 @@ mod tests {
         assert_eq!(enc.get_ids().len(), 3);
         assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), "#5");
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), "#5<|endoftext|>");
+    }
+
+    #[test]
+    fn countdown_alphabet_extends_arithmetic_without_moving_its_ids() {
+        let arith = build().unwrap();
+        let cd = build_for(COUNTDOWN_CHARS).unwrap();
+        assert!(COUNTDOWN_CHARS.starts_with(CHARS));
+        for ch in CHARS.chars() {
+            let t = ch.to_string();
+            assert_eq!(arith.token_to_id(&t), cd.token_to_id(&t), "{t}");
+        }
+        assert_eq!(cd.token_to_id(","), Some(19));
+        assert_eq!(cd.token_to_id(":"), Some(20));
+        assert_eq!(vocab_size_for(COUNTDOWN_CHARS), 21);
+        assert_eq!(cd.get_vocab_size(true), 21);
+        let text = "3,7,9:24=9-7=2;3*2=6";
+        let enc = cd.encode(text, false).unwrap();
+        assert_eq!(enc.get_ids().len(), text.len());
+        assert!(!enc.get_ids().contains(&UNK_ID));
+        assert_eq!(cd.decode(enc.get_ids(), true).unwrap(), text);
+        // The arithmetic tokenizer does not know the separators.
+        let enc = arith.encode("3,7:1", false).unwrap();
+        assert_eq!(enc.get_ids()[1], UNK_ID);
     }
 
     #[test]

@@ -44,7 +44,11 @@ impl TaskData {
         let d = &cfg.data;
         if d.train.starts_with("builtin:") {
             let kind = builtin::task_kind(&d.train)?;
-            let t = builtin::load(kind, &cfg.task, d.builtin_train_size, d.held_out_size)?;
+            let shapes = builtin::TaskShapes {
+                arith: &cfg.task,
+                countdown: &cfg.countdown,
+            };
+            let t = builtin::load(kind, shapes, d.builtin_train_size, d.held_out_size)?;
             let held_out = match &d.held_out {
                 Some(file) => load_file(cfg, Path::new(file), d.held_out_size)?,
                 None => t.held_out,
