@@ -30,7 +30,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A short GRPO run: 8 prompts x 2 rollouts per step, 8 held-out problems.
+/// A short GRPO run: 8 prompts x 2 rollouts per step, 8 held-out problems, the rest of
+/// GRPO's settings from configs/default.toml's [algorithm_defaults.grpo] (mini-batches: the
+/// data-parallel update cuts them from the global batch).
 fn base_args(output: &Path, steps: u64) -> Vec<String> {
     algo_args("grpo", output, steps)
 }
@@ -510,9 +512,11 @@ fn bad_launch_settings_are_clear_errors() {
         "{err}"
     );
 
-    // Fewer prompts per step than ranks.
+    // Fewer prompts per step than ranks (one mini-batch: GRPO's default 4 cannot be cut from
+    // the 2 trajectories, which would be reported first).
     let mut few = base_args(&tmp.path().join("few"), 2);
     few.extend(["--set".into(), "rollout.prompt_batch=1".into()]);
+    few.extend(["--set".into(), "algorithm.mini_batches=1".into()]);
     let ran = run_ranks(2, |_| few.clone(), &[], &logs.join("few"), DEADLINE);
     for x in &ran {
         assert!(
