@@ -150,7 +150,10 @@ fn train(variant: Variant, sampling: Sampling, seed: i64) -> (f64, f64) {
     let mut opt = nn::Adam::default().build(&vs, LR).unwrap();
     let loss_fn = build(&LossConfig {
         kind: LossKind::Tbrm,
-        tbrm: TbrmConfig { beta: BETA },
+        tbrm: TbrmConfig {
+            beta: BETA,
+            ..TbrmConfig::default()
+        },
         ..Default::default()
     })
     .unwrap();

@@ -289,6 +289,44 @@ impl Tokenizer {
         self.eos_token_ids = ids;
     }
 
+    /// Adds `ids` to the stop ids (kept once each, in order).
+    pub fn add_eos_token_ids(&mut self, ids: &[u32]) {
+        for &id in ids {
+            if !self.eos_token_ids.contains(&id) {
+                self.eos_token_ids.push(id);
+            }
+        }
+    }
+
+    /// The special token the chat template writes right after an assistant turn (`<|im_end|>`
+    /// for Qwen, `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma), as ids; empty when the
+    /// folder has no chat template or the turn ends in plain text. A base model prompted through
+    /// a chat template often emits this token and then goes on writing a new turn, while its
+    /// `generation_config.json` names only `<|endoftext|>`: generation must stop here too.
+    ///
+    /// Found by rendering a probe conversation (not from a list of known names), so it follows
+    /// whatever template the folder carries.
+    pub fn end_of_turn_ids(&self) -> Result<Vec<u32>, TokenizerError> {
+        if self.chat_template.is_none() {
+            return Ok(Vec::new());
+        }
+        const PROBE: &str = "tbrmEndOfTurnProbe";
+        let text = self.apply_chat_template(
+            &[ChatMessage::user("1+1"), ChatMessage::assistant(PROBE)],
+            false,
+        )?;
+        let Some(pos) = text.rfind(PROBE) else {
+            return Ok(Vec::new());
+        };
+        let after = &text[pos + PROBE.len()..];
+        let ids = self.encode(after, false)?;
+        let special = self.inner.get_added_tokens_decoder();
+        Ok(match ids.first() {
+            Some(id) if special.get(id).is_some_and(|t| t.special) => vec![*id],
+            _ => Vec::new(),
+        })
+    }
+
     /// The id used to fill padded positions (they are always masked out).
     pub fn pad_token_id(&self) -> u32 {
         self.pad_token_id

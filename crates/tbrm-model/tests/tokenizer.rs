@@ -198,3 +198,41 @@ fn extra_variables_reach_the_template() {
         ""
     );
 }
+
+#[test]
+fn end_of_turn_token_is_found_from_the_template_and_joins_the_stop_ids() {
+    // Qwen2.5's template: a turn ends in `<|im_end|>`, while EOS is `<|endoftext|>`.
+    let mut tok = Tokenizer::load(&resources().join("tok_named")).unwrap();
+    let eot = tok.token_to_id("<|endoftext|>").unwrap();
+    let im_end = tok.token_to_id("<|im_end|>").unwrap();
+    assert_eq!(tok.end_of_turn_ids().unwrap(), vec![im_end]);
+    tok.add_eos_token_ids(&[im_end, im_end]);
+    assert_eq!(tok.eos_token_ids(), &[eot, im_end]);
+
+    // No chat template: nothing to add.
+    let plain = Tokenizer::load(&resources().join("tok_plain")).unwrap();
+    assert!(plain.end_of_turn_ids().unwrap().is_empty());
+
+    // A template whose turns end in plain text has no end-of-turn token; one that ends a
+    // turn with the EOS token gives that token.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_folder(&resources().join("tok_qwen"), tmp.path());
+    let jinja = tmp.path().join("chat_template.jinja");
+    std::fs::write(
+        &jinja,
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n\n{% endfor %}",
+    )
+    .unwrap();
+    let tok = Tokenizer::load(tmp.path()).unwrap();
+    assert!(tok.end_of_turn_ids().unwrap().is_empty());
+    std::fs::write(
+        &jinja,
+        "{% for m in messages %}<|im_start|>{{ m.content }}<|endoftext|>{% endfor %}",
+    )
+    .unwrap();
+    let tok = Tokenizer::load(tmp.path()).unwrap();
+    assert_eq!(
+        tok.end_of_turn_ids().unwrap(),
+        vec![tok.token_to_id("<|endoftext|>").unwrap()]
+    );
+}

@@ -282,6 +282,11 @@ pub struct AlgorithmSection {
     pub name: Algorithm,
     /// TBRM's KL-regularisation strength: the residual's target is r / beta.
     pub beta: f64,
+    /// TBRM's trust region around the behaviour policy, in nats per token (0 = off): a token
+    /// of reused data (replay, offline, stale) already moved this far from the policy that
+    /// sampled it, in the direction its residual pushes, passes no gradient. Never acts on
+    /// fresh on-policy data. Not an importance weight (tbrm-algo `TbrmConfig::trust_region`).
+    pub trust_region: f64,
     /// GRPO/PPO ratio clip epsilon.
     pub clip: f64,
     /// GRPO/PPO coefficient of the KL penalty to the reference (0 = no reference model).
@@ -322,6 +327,7 @@ impl Default for AlgorithmSection {
         Self {
             name: Algorithm::Tbrm,
             beta: 0.002,
+            trust_region: 0.0,
             clip: 0.2,
             kl_coef: 0.001,
             entropy_coef: 0.001,
@@ -360,6 +366,11 @@ pub struct RolloutSection {
     /// Decode steps between host reads of sampled tokens (0 = 1 on CPU, 8 on CUDA).
     pub sync_every: usize,
     pub truncated: TruncatedPolicy,
+    /// Tokens that also end a response, besides the model's EOS (`generation_config.json`);
+    /// each must be a single token of the vocabulary. With a chat template (`data.template` =
+    /// `chat` or `qwen_math`) the template's end-of-turn token (`<|im_end|>`) is added on its
+    /// own: a base model prompted in chat format writes it and would go on past it.
+    pub stop_tokens: Vec<String>,
 }
 
 impl Default for RolloutSection {
@@ -376,6 +387,7 @@ impl Default for RolloutSection {
             prefill_tokens: 8192,
             sync_every: 0,
             truncated: TruncatedPolicy::Keep,
+            stop_tokens: Vec::new(),
         }
     }
 }
@@ -663,6 +675,7 @@ impl TrainConfig {
             ));
         }
         positive("algorithm.beta", a.beta)?;
+        non_negative("algorithm.trust_region", a.trust_region)?;
         unit("algorithm.clip", a.clip)?;
         non_negative("algorithm.kl_coef", a.kl_coef)?;
         non_negative("algorithm.entropy_coef", a.entropy_coef)?;

@@ -31,6 +31,35 @@ pub struct EncodedProblem {
     pub prompt_ids: Vec<u32>,
 }
 
+/// Sets the tokenizer's stop ids for sampling: the model's EOS, plus the chat template's
+/// end-of-turn token when prompts go through it (`chat`, `qwen_math`), plus
+/// `rollout.stop_tokens`.
+pub fn configure_stops(
+    tok: &mut Tokenizer,
+    rollout: &RolloutSection,
+    template: &PromptTemplate,
+) -> Result<(), TrainError> {
+    if matches!(template, PromptTemplate::Chat | PromptTemplate::QwenMath) {
+        let ids = tok.end_of_turn_ids().map_err(|e| {
+            TrainError::Config(crate::config::ConfigError::Invalid {
+                key: "data.template".into(),
+                message: format!("finding the chat template's end-of-turn token: {e}"),
+            })
+        })?;
+        tok.add_eos_token_ids(&ids);
+    }
+    for (i, name) in rollout.stop_tokens.iter().enumerate() {
+        let id = tok.token_to_id(name).ok_or_else(|| {
+            TrainError::Config(crate::config::ConfigError::Invalid {
+                key: format!("rollout.stop_tokens[{i}]"),
+                message: format!("{name:?} is not a single token of the model's vocabulary"),
+            })
+        })?;
+        tok.add_eos_token_ids(&[id]);
+    }
+    Ok(())
+}
+
 /// Renders `problem` with `template` (chat templates through the tokenizer's own
 /// `apply_chat_template`, generation prompt added) and tokenises it.
 pub fn encode_problem(
@@ -335,5 +364,41 @@ mod tests {
         assert_ne!(aa[0].samples[0].seed, aa[1].samples[0].seed);
         // Another call seed, other samples.
         assert_ne!(sample_requests(&[&a], 1, 8)[0], ab[0]);
+    }
+
+    #[test]
+    fn chat_prompts_also_stop_at_the_end_of_turn_and_extra_stop_tokens_are_checked() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tbrm-model/tests/resources/tok_named");
+        let load = || Tokenizer::load(&dir).unwrap();
+        let id = |t: &Tokenizer, s: &str| t.token_to_id(s).unwrap();
+        let rollout = RolloutSection::default();
+
+        let mut tok = load();
+        configure_stops(&mut tok, &rollout, &PromptTemplate::Plain).unwrap();
+        assert_eq!(tok.eos_token_ids(), &[id(&tok, "<|endoftext|>")]);
+
+        let mut tok = load();
+        configure_stops(&mut tok, &rollout, &PromptTemplate::QwenMath).unwrap();
+        let want = [id(&tok, "<|endoftext|>"), id(&tok, "<|im_end|>")];
+        assert_eq!(tok.eos_token_ids(), &want);
+
+        let mut tok = load();
+        let extra = RolloutSection {
+            stop_tokens: vec!["<|im_start|>".into()],
+            ..RolloutSection::default()
+        };
+        configure_stops(&mut tok, &extra, &PromptTemplate::Plain).unwrap();
+        let want = [id(&tok, "<|endoftext|>"), id(&tok, "<|im_start|>")];
+        assert_eq!(tok.eos_token_ids(), &want);
+
+        let bad = RolloutSection {
+            stop_tokens: vec!["<|im_end|>".into(), "two words".into()],
+            ..RolloutSection::default()
+        };
+        let err = configure_stops(&mut load(), &bad, &PromptTemplate::Plain)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rollout.stop_tokens[1]"), "{err}");
     }
 }

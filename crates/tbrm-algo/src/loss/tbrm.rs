@@ -25,17 +25,30 @@ use tch::Tensor;
 pub struct TbrmConfig {
     /// KL-regularisation strength; the target is r / beta (paper: 0.002).
     pub beta: f64,
+    /// Trust region around the behaviour policy mu, in nats (0 = off; not in the paper).
+    /// A response token whose log pi_theta - log mu is already beyond it in the direction
+    /// the residual pushes (below -trust_region when f > 0 pushes the trajectory down,
+    /// above +trust_region when f < 0 pulls it up) passes no gradient. The value of f is
+    /// unchanged and no token is re-weighted: this is not an importance weight. On fresh
+    /// on-policy data pi_theta = mu at the update, so it never acts; on reused data (replay,
+    /// offline files, stale rollouts) it bounds how far each use can move a token away from
+    /// the policy that sampled it (see BENCHMARKS.md, "Off-policy sources").
+    pub trust_region: f64,
 }
 
 impl Default for TbrmConfig {
     fn default() -> Self {
-        TbrmConfig { beta: 0.002 }
+        TbrmConfig {
+            beta: 0.002,
+            trust_region: 0.0,
+        }
     }
 }
 
 /// The TBRM loss of Eq. 4.
 pub struct Tbrm {
     beta: f64,
+    trust_region: f64,
 }
 
 impl Tbrm {
@@ -47,8 +60,45 @@ impl Tbrm {
                 reason: "must be a finite number > 0",
             });
         }
-        Ok(Tbrm { beta: cfg.beta })
+        if !(cfg.trust_region.is_finite() && cfg.trust_region >= 0.0) {
+            return Err(AlgoError::InvalidConfig {
+                key: "tbrm.trust_region",
+                value: cfg.trust_region.to_string(),
+                reason: "must be a finite number >= 0 (0 = off)",
+            });
+        }
+        Ok(Tbrm {
+            beta: cfg.beta,
+            trust_region: cfg.trust_region,
+        })
     }
+}
+
+/// The log-probs the residual takes its gradient through under a trust region `eps` around
+/// the behaviour log-probs `mu`: tokens already moved beyond it in the direction `f` pushes
+/// are detached (same values, no gradient). Returns them with the fraction of response
+/// tokens detached.
+pub fn trust_region_logprobs(
+    logprobs: &Tensor,
+    behaviour: &Tensor,
+    residual: &Tensor,
+    response_mask: &Tensor,
+    eps: f64,
+) -> (Tensor, Tensor) {
+    let lp = upcast(logprobs);
+    let k = lp.kind();
+    let moved = lp.detach() - upcast(behaviour).to_kind(k);
+    // f > 0 lowers log pi along the trajectory, f < 0 raises it.
+    let down = residual.detach().gt(0.0).unsqueeze(-1);
+    let beyond = moved
+        .lt(-eps)
+        .logical_and(&down)
+        .logical_or(&moved.gt(eps).logical_and(&down.logical_not()));
+    let m = response_mask.gt(0.0);
+    let beyond = beyond.logical_and(&m);
+    let frac = beyond.to_kind(k).sum(k) / m.to_kind(k).sum(k).clamp_min(1.0);
+    let out = lp.where_self(&beyond.logical_not(), &lp.detach());
+    (out, frac)
 }
 
 /// Row sums of `x` over the masked positions (padding ignored even if not finite).
@@ -98,7 +148,7 @@ impl PolicyLoss for Tbrm {
         Needs {
             first_logit: true,
             ref_logprobs: true,
-            old_logprobs: false,
+            old_logprobs: self.trust_region > 0.0,
             values: false,
             entropy: false,
             group_ids: false,
@@ -119,7 +169,7 @@ impl PolicyLoss for Tbrm {
         )?;
         super::check_shape(first_logit, "first_logit", &[b])?;
 
-        let f = tbrm_residual(
+        let mut f = tbrm_residual(
             first_logit,
             x.logprobs,
             ref_logprobs,
@@ -127,6 +177,27 @@ impl PolicyLoss for Tbrm {
             x.response_mask,
             self.beta,
         );
+        let mut clipped = None;
+        if self.trust_region > 0.0 {
+            let behaviour = require(x.old_logprobs, "tbrm", "old_logprobs")?;
+            super::check_shape(behaviour, "old_logprobs", &[b, x.logprobs.size()[1]])?;
+            let (lp, frac) = trust_region_logprobs(
+                x.logprobs,
+                behaviour,
+                &f,
+                x.response_mask,
+                self.trust_region,
+            );
+            f = tbrm_residual(
+                first_logit,
+                &lp,
+                ref_logprobs,
+                x.rewards,
+                x.response_mask,
+                self.beta,
+            );
+            clipped = Some(frac);
+        }
         let own = BatchTotals::from_mask(x.response_mask);
         let totals = x.totals.unwrap_or(own);
         // Sum over this micro-batch, divided by the whole step's trajectory count, so that
@@ -137,7 +208,7 @@ impl PolicyLoss for Tbrm {
         let m = x.response_mask.to_kind(f.kind());
         let nonempty = m.select(1, 0);
         let log_ratio = masked_row_sum(&(upcast(x.logprobs) - upcast(ref_logprobs)), &m);
-        let metrics = metrics(vec![
+        let mut pairs = vec![
             ("tbrm/loss", f.square().sum(f.kind()) / n),
             ("tbrm/residual_mean", f.sum(f.kind()) / n),
             ("tbrm/residual_abs_mean", f.abs().sum(f.kind()) / n),
@@ -151,7 +222,11 @@ impl PolicyLoss for Tbrm {
                 "tbrm/empty_responses",
                 Tensor::from(b as f64 - own.trajectories),
             ),
-        ]);
+        ];
+        if let Some(frac) = clipped {
+            pairs.push(("tbrm/trust_region_frac", frac));
+        }
+        let metrics = metrics(pairs);
         Ok(LossOutput { loss, metrics })
     }
 }
@@ -173,7 +248,11 @@ mod tests {
         let ref_lp = Tensor::from_slice2(&[[-0.7f32, -0.8, -0.4], [-0.1, -1.5, 7.0]]);
         let mask = Tensor::from_slice2(&[[1.0f32, 1.0, 1.0], [1.0, 1.0, 0.0]]);
         let r = Tensor::from_slice(&[1.0f32, 0.0]);
-        let loss = Tbrm::new(TbrmConfig { beta: 0.5 }).unwrap();
+        let loss = Tbrm::new(TbrmConfig {
+            beta: 0.5,
+            trust_region: 0.0,
+        })
+        .unwrap();
         let x = LossInputs {
             first_logit: Some(&first_logit),
             ref_logprobs: Some(&ref_lp),
@@ -198,7 +277,11 @@ mod tests {
         let ref_lp = Tensor::from_slice2(&[[-0.7f64, -0.8], [-3.0, -3.0]]);
         let mask = Tensor::from_slice2(&[[1.0f64, 1.0], [0.0, 0.0]]);
         let r = Tensor::from_slice(&[1.0f64, 1.0]);
-        let loss = Tbrm::new(TbrmConfig { beta: 0.5 }).unwrap();
+        let loss = Tbrm::new(TbrmConfig {
+            beta: 0.5,
+            trust_region: 0.0,
+        })
+        .unwrap();
         let x = LossInputs {
             first_logit: Some(&first_logit),
             ref_logprobs: Some(&ref_lp),
@@ -219,7 +302,13 @@ mod tests {
         let err = loss.loss(&LossInputs::new(&t, &m, &r)).err().unwrap();
         assert!(err.to_string().contains("first_logit"), "{err}");
         for beta in [0.0, -1.0, f64::NAN] {
-            let err = Tbrm::new(TbrmConfig { beta }).err().unwrap().to_string();
+            let err = Tbrm::new(TbrmConfig {
+                beta,
+                trust_region: 0.0,
+            })
+            .err()
+            .unwrap()
+            .to_string();
             assert!(err.contains("tbrm.beta"), "{err}");
         }
     }
@@ -283,7 +372,11 @@ mod tests {
                 totals,
                 ..LossInputs::new(&logp, &mask, &r)
             };
-            let tbrm = Tbrm::new(TbrmConfig { beta: 0.25 }).unwrap();
+            let tbrm = Tbrm::new(TbrmConfig {
+                beta: 0.25,
+                trust_region: 0.0,
+            })
+            .unwrap();
             tbrm.loss(&x).unwrap().loss
         }
     }
@@ -362,5 +455,93 @@ mod tests {
         };
         let d = (f(3.0) - f(0.0) - 3.0).abs().max().double_value(&[]);
         assert!(d < 1e-12);
+    }
+
+    /// Loss and d loss / d logprobs of one batch with trust region `eps` around `mu`.
+    fn with_trust_region(logp: &Tensor, mu: Option<&Tensor>, eps: f64) -> (f64, Tensor) {
+        let first_logit = Tensor::from_slice(&[2.0f64, -1.0]);
+        let ref_lp = Tensor::from_slice2(&[[-1.0f64, -1.0, -1.0], [-1.0, -1.0, -1.0]]);
+        let mask = Tensor::from_slice2(&[[1.0f64, 1.0, 1.0], [1.0, 1.0, 1.0]]);
+        // Row 0 is wrong (f > 0: pushed down), row 1 correct (f < 0: pulled up).
+        let r = Tensor::from_slice(&[0.0f64, 1.0]);
+        let lp = logp.detach().copy().set_requires_grad(true);
+        let loss = Tbrm::new(TbrmConfig {
+            beta: 0.5,
+            trust_region: eps,
+        })
+        .unwrap();
+        let mut x = LossInputs {
+            first_logit: Some(&first_logit),
+            ref_logprobs: Some(&ref_lp),
+            ..LossInputs::new(&lp, &mask, &r)
+        };
+        x.old_logprobs = mu;
+        let out = loss.loss(&x).unwrap();
+        out.loss.backward();
+        (out.loss.double_value(&[]), lp.grad())
+    }
+
+    #[test]
+    fn trust_region_only_stops_tokens_already_pushed_past_it() {
+        let logp = Tensor::from_slice2(&[[-0.5f64, -0.5, -0.5], [-0.5, -0.5, -0.5]]);
+        let (l0, g0) = with_trust_region(&logp, None, 0.0);
+        // On-policy (mu = pi): identical loss and gradient.
+        let (l1, g1) = with_trust_region(&logp, Some(&logp), 0.2);
+        assert!((l0 - l1).abs() < 1e-12);
+        assert!((&g0 - &g1).abs().max().double_value(&[]) < 1e-12);
+        // Row 0 token 1 already 0.5 nat below mu while f > 0 pushes it further down: stopped.
+        // Row 0 token 2 is 0.5 nat ABOVE mu: the push brings it back, so it keeps its gradient.
+        // Row 1 token 1 already 0.5 nat above mu while f < 0 pulls it up: stopped.
+        let mu = Tensor::from_slice2(&[[-0.5f64, 0.0, -1.0], [-0.5, -1.0, -0.5]]);
+        let (l2, g2) = with_trust_region(&logp, Some(&mu), 0.2);
+        assert!((l0 - l2).abs() < 1e-12, "the residual's value is unchanged");
+        let g = |t: &Tensor, i: i64, j: i64| t.double_value(&[i, j]);
+        assert_eq!(g(&g2, 0, 1), 0.0);
+        assert_eq!(g(&g2, 1, 1), 0.0);
+        // (Position 0 enters through the raw first logit, never through its log-prob.)
+        for (i, j) in [(0, 2), (1, 2)] {
+            assert!(g(&g2, i, j).abs() > 1e-6);
+            assert!((g(&g2, i, j) - g(&g0, i, j)).abs() < 1e-12);
+        }
+        // Inside the region (0.5 nat < 0.6): nothing is stopped.
+        let (_, g3) = with_trust_region(&logp, Some(&mu), 0.6);
+        assert!((&g0 - &g3).abs().max().double_value(&[]) < 1e-12);
+    }
+
+    #[test]
+    fn trust_region_needs_behaviour_logprobs_and_a_valid_size() {
+        let loss = Tbrm::new(TbrmConfig {
+            beta: 0.5,
+            trust_region: 0.2,
+        })
+        .unwrap();
+        assert!(loss.needs().old_logprobs);
+        assert!(
+            !Tbrm::new(TbrmConfig::default())
+                .unwrap()
+                .needs()
+                .old_logprobs
+        );
+        let t = Tensor::zeros([1, 2], (Kind::Float, Device::Cpu));
+        let m = Tensor::ones([1, 2], (Kind::Float, Device::Cpu));
+        let r = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let fl = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let x = LossInputs {
+            first_logit: Some(&fl),
+            ref_logprobs: Some(&t),
+            ..LossInputs::new(&t, &m, &r)
+        };
+        let err = loss.loss(&x).err().unwrap().to_string();
+        assert!(err.contains("old_logprobs"), "{err}");
+        for eps in [-0.1, f64::NAN] {
+            let err = Tbrm::new(TbrmConfig {
+                beta: 0.5,
+                trust_region: eps,
+            })
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(err.contains("tbrm.trust_region"), "{err}");
+        }
     }
 }

@@ -237,7 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype, device)?;
-    let tok = Tokenizer::load(&args.model)
+    let mut tok = Tokenizer::load(&args.model)
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     if matches!(
         cfg.template,
@@ -249,6 +249,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cfg.template,
             args.model.display()
         );
+    }
+    if matches!(
+        cfg.template,
+        PromptTemplate::QwenMath | PromptTemplate::Chat
+    ) {
+        // A base model prompted in chat format ends its turn with the template's end-of-turn
+        // token (`<|im_end|>`), which its generation_config.json may not list as EOS.
+        let eot = tok
+            .end_of_turn_ids()
+            .context("finding the chat template's end-of-turn token")?;
+        tok.add_eos_token_ids(&eot);
     }
     let model = CausalLm::load(&args.model, device, dtype)
         .with_context(|| format!("loading the model {}", args.model.display()))?;

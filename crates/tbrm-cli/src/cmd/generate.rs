@@ -58,8 +58,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (tok, model) = load_model(&args.model, &args.device, &args.dtype)?;
+    let (mut tok, model) = load_model(&args.model, &args.device, &args.dtype)?;
     let prompt_ids = if args.chat {
+        // Stop at the end of the assistant's turn as well as at EOS.
+        let eot = tok
+            .end_of_turn_ids()
+            .context("finding the chat template's end-of-turn token")?;
+        tok.add_eos_token_ids(&eot);
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
             messages.push(ChatMessage::system(s.clone()));

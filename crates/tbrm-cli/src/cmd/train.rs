@@ -305,6 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if world == 1 { "" } else { "es" },
             started.elapsed().as_secs_f64()
         );
+        eprintln!("responses stop at {}", trainer.stop_tokens().join(", "));
     }
     let mut progress = Progress::new(rank);
     let outcome = trainer.run(&stop, &mut progress);

@@ -47,7 +47,9 @@ use crate::critic::Critic;
 use crate::metrics::{StepMetrics, Summary, TrainObserver};
 use crate::optim::{AdamW, AdamWConfig, OptimError};
 use crate::reward::{Reward, RewardError};
-use crate::rollout::{derive_seed, encode_problem, evaluate_correct, EncodedProblem};
+use crate::rollout::{
+    configure_stops, derive_seed, encode_problem, evaluate_correct, EncodedProblem,
+};
 use crate::run_dir::{RunDir, RunDirError};
 use crate::schedule::LrSchedule;
 use crate::task::TaskError;
@@ -205,6 +207,7 @@ pub fn loss_config(cfg: &TrainConfig) -> LossConfig {
         ..LossConfig::default()
     };
     lc.tbrm.beta = a.beta;
+    lc.tbrm.trust_region = a.trust_region;
     lc.grpo.clip_ratio = a.clip;
     lc.grpo.kl_coef = a.kl_coef;
     lc.ppo.clip_ratio = a.clip;
@@ -336,11 +339,12 @@ impl Trainer {
             // Host memory between scorings (`reference_logprobs` brings it over).
             r.set_device(Device::Cpu);
         }
-        let tok = Tokenizer::load(&tokenizer_dir).map_err(|e| TrainError::Tokenizer {
+        let mut tok = Tokenizer::load(&tokenizer_dir).map_err(|e| TrainError::Tokenizer {
             path: tokenizer_dir.clone(),
             message: e.to_string(),
         })?;
         let template = cfg.data.template.clone();
+        configure_stops(&mut tok, &cfg.rollout, &template)?;
         let mut train_set = Vec::with_capacity(task.train.len());
         for p in task.train {
             let e = encode_problem(p, &tok, &template)?;
@@ -440,6 +444,19 @@ impl Trainer {
     }
     pub fn held_out_len(&self) -> usize {
         self.held_out.len()
+    }
+
+    /// The tokens that end a sampled response (EOS, the chat template's end of turn,
+    /// `rollout.stop_tokens`), as text.
+    pub fn stop_tokens(&self) -> Vec<String> {
+        let ids = self.tok.eos_token_ids();
+        ids.iter()
+            .map(|&id| {
+                self.tok
+                    .decode(&[id], false)
+                    .unwrap_or_else(|_| id.to_string())
+            })
+            .collect()
     }
 
     /// Processes training together (1 without data parallelism).
