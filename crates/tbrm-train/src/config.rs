@@ -286,6 +286,7 @@ pub struct AlgorithmSection {
     /// of reused data (replay, offline, stale) already moved this far from the policy that
     /// sampled it, in the direction its residual pushes, passes no gradient. Never acts on
     /// fresh on-policy data. Not an importance weight (tbrm-algo `TbrmConfig::trust_region`).
+    /// Default 0.2: what made stale, replayed and offline data pay (BENCHMARKS.md).
     pub trust_region: f64,
     /// GRPO/PPO ratio clip epsilon.
     pub clip: f64,
@@ -327,7 +328,7 @@ impl Default for AlgorithmSection {
         Self {
             name: Algorithm::Tbrm,
             beta: 0.002,
-            trust_region: 0.0,
+            trust_region: 0.2,
             clip: 0.2,
             kl_coef: 0.001,
             entropy_coef: 0.001,

@@ -3,9 +3,9 @@
 //! short (60 steps of 64 trajectories, about a minute each on two CPU cores); the held-out
 //! problems are never trained on (the task splits prompts by hash). Measured through the CLI at
 //! 60 steps (0.245 before): TBRM +0.11; GRPO n=4 +0.095 and PPO +0.10 at lr 5e-5 (BENCHMARKS.md,
-//! "Learning tests"); the bar is +0.05. TBRM also learns from rollouts two updates stale (an
-//! asynchronous actor, no importance weights): +0.095 at lr 5e-5 through the CLI (BENCHMARKS.md,
-//! "Off-policy sources"; at the default lr 1e-4 stale rollouts diverge).
+//! "Learning tests"); the bar is +0.05. TBRM also learns, with no importance weights, from
+//! rollouts two updates stale, from half-replayed batches and from another run's rollouts
+//! alone (BENCHMARKS.md, "Off-policy sources").
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -79,11 +79,47 @@ fn ppo_raises_held_out_accuracy() {
     check("ppo", b, a, 0.05);
 }
 
+/// Off-policy sources at the default settings (trust region included): rollouts two updates
+/// stale (an asynchronous actor), half of each batch replayed, and an offline file alone.
+/// Without the trust region the stale and replay runs collapse at this learning rate
+/// (BENCHMARKS.md, "Off-policy sources").
 #[test]
 fn tbrm_learns_from_two_step_stale_rollouts() {
     let mut cfg = default_config();
     cfg.sources.async_staleness = 2;
-    cfg.optim.lr = 5e-5;
     let (b, a) = learn(cfg);
     check("tbrm, rollouts 2 steps stale", b, a, 0.05);
+}
+
+#[test]
+fn tbrm_learns_with_half_of_each_batch_replayed() {
+    let mut cfg = default_config();
+    cfg.sources.replay_capacity = 1024;
+    cfg.sources.replay_fraction = 0.5;
+    let (b, a) = learn(cfg);
+    check("tbrm, 50% replay", b, a, 0.05);
+}
+
+/// Another run's rollouts as the only data: a short on-policy run saves its trajectories,
+/// then a fresh policy learns from that file alone (no sampling at all).
+#[test]
+fn tbrm_learns_from_another_runs_rollouts_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gen = default_config();
+    gen.train.seed = 9;
+    gen.train.steps = 40;
+    gen.train.save_rollouts = true;
+    let task = TaskData::from_config(&gen).unwrap();
+    let run = tmp.path().join("gen");
+    let mut t = Trainer::new(gen, &run, task).unwrap();
+    t.run(&AtomicBool::new(false), &mut RecordingObserver::default())
+        .unwrap();
+    let file = run.join("rollouts.jsonl");
+    assert!(file.is_file(), "{} was not written", file.display());
+
+    let mut cfg = default_config();
+    cfg.sources.offline_file = Some(file);
+    cfg.sources.offline_fraction = 1.0;
+    let (b, a) = learn(cfg);
+    check("tbrm, offline file only", b, a, 0.05);
 }

@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tbrm_algo::{AdvantageInputs, Advantages, AlgoError, BatchTotals, LossInputs, PolicyLoss};
+use tbrm_algo::{
+    AdvantageInputs, Advantages, AlgoError, BatchTotals, LossInputs, LossKind, PolicyLoss,
+};
 use tbrm_data::Trajectory;
 use tbrm_model::{forward_backward, forward_scores, CausalLm, LeanOptions};
 use tch::{Kind, Tensor};
@@ -255,8 +257,11 @@ impl Updater<'_> {
     ) -> Result<BatchTensors, TrainError> {
         let device = self.policy.device();
         let mut tensors = BatchTensors::new(batch, ref_lp, device);
+        // TBRM reads old log-probs only for its trust region, which is around the policy that
+        // SAMPLED the data (mu): it always keeps the stored behaviour log-probs.
         if !self.loss.needs().old_logprobs
             || self.old_logprobs != OldLogprobs::Recompute
+            || self.loss.kind() == LossKind::Tbrm
             || batch.is_empty()
         {
             return Ok(tensors);
