@@ -436,6 +436,9 @@ impl Updater<'_> {
     ) -> Result<bool, TrainError> {
         let sub: Vec<&Trajectory> = rows.iter().map(|&i| batch[i]).collect();
         let needs = self.loss.needs();
+        // The ratio diagnostic is GRPO/PPO's; TBRM reads old log-probs only for its trust
+        // region (`tbrm/trust_region_frac` reports that).
+        let ratio_diagnostic = needs.old_logprobs && self.loss.kind() != LossKind::Tbrm;
         let device = self.policy.device();
         let mut lean = self.lean;
         lean.entropy = needs.entropy;
@@ -498,7 +501,7 @@ impl Updater<'_> {
                 return Ok(false);
             }
             stats.loss += pass.loss;
-            if first_step && needs.old_logprobs {
+            if first_step && ratio_diagnostic {
                 let dev = (((&pass.scores.token_logprobs - &old).exp() - 1.0).abs()
                     * &packed.response_mask)
                     .max()
