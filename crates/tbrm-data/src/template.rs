@@ -73,6 +73,12 @@ pub enum PromptTemplate {
 impl PromptTemplate {
     pub const NAMES: [&'static str; 4] = ["qwen_math", "r1", "chat", "plain"];
 
+    /// Whether prompts go through the model's own chat template (so the tokenizer needs one,
+    /// and the template's end-of-turn token ends a response).
+    pub fn uses_chat_template(&self) -> bool {
+        matches!(self, PromptTemplate::QwenMath | PromptTemplate::Chat)
+    }
+
     /// Renders a question. Problems that already come as chat messages (verl parquet) pass
     /// through `chat` unchanged; the other templates take the last user message as the question,
     /// since those rows usually carry only one.

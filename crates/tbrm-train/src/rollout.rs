@@ -39,7 +39,7 @@ pub fn configure_stops(
     rollout: &RolloutSection,
     template: &PromptTemplate,
 ) -> Result<(), TrainError> {
-    if matches!(template, PromptTemplate::Chat | PromptTemplate::QwenMath) {
+    if template.uses_chat_template() {
         let ids = tok.end_of_turn_ids().map_err(|e| {
             TrainError::Config(crate::config::ConfigError::Invalid {
                 key: "data.template".into(),

@@ -239,21 +239,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype, device)?;
     let mut tok = Tokenizer::load(&args.model)
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    if matches!(
-        cfg.template,
-        PromptTemplate::QwenMath | PromptTemplate::Chat
-    ) && !tok.has_chat_template()
-    {
-        bail!(
-            "--template {} needs a chat template, and the tokenizer in {} has none; use --template plain (or r1)",
-            cfg.template,
-            args.model.display()
-        );
-    }
-    if matches!(
-        cfg.template,
-        PromptTemplate::QwenMath | PromptTemplate::Chat
-    ) {
+    if cfg.template.uses_chat_template() {
+        if !tok.has_chat_template() {
+            bail!(
+                "--template {} needs a chat template, and the tokenizer in {} has none; use --template plain (or r1)",
+                cfg.template,
+                args.model.display()
+            );
+        }
         // A base model prompted in chat format ends its turn with the template's end-of-turn
         // token (`<|im_end|>`), which its generation_config.json may not list as EOS.
         let eot = tok

@@ -284,16 +284,36 @@ pub fn generate(
         Split::HeldOut => 0x6865_6c64_0000_0000,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stream);
+    draw_distinct(
+        n,
+        split,
+        || sample_one(&mut rng, cfg),
+        |p| &p.prompt,
+        || format!("{split:?} problems with {cfg:?}"),
+    )
+}
+
+/// Draws `n` problems of `split` with distinct prompts from `sample` (a task's generator
+/// shares this: the split is decided by the prompt's hash, [`split_of`]). Gives up with an
+/// error naming `what()` after many misses in a row rather than looping forever.
+pub(crate) fn draw_distinct<P>(
+    n: usize,
+    split: Split,
+    mut sample: impl FnMut() -> P,
+    prompt: impl Fn(&P) -> &str,
+    what: impl Fn() -> String,
+) -> Result<Vec<P>, TaskError> {
     let mut seen = HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
     let mut misses = 0usize;
     while out.len() < n {
-        let p = sample_one(&mut rng, cfg);
-        if split_of(&p.prompt) != split || !seen.insert(p.prompt.clone()) {
+        let p = sample();
+        if split_of(prompt(&p)) != split || !seen.insert(prompt(&p).to_string()) {
             misses += 1;
             if misses > 1000 + 100 * n {
                 return Err(TaskError::Config(format!(
-                    "could not draw {n} distinct {split:?} problems with {cfg:?} (got {})",
+                    "could not draw {n} distinct {} (got {})",
+                    what(),
                     out.len()
                 )));
             }

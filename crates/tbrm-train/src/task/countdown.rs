@@ -23,8 +23,6 @@
 //! Train and held-out problems are disjoint by the same stable prompt hash as the arithmetic
 //! task ([`arith::split_of`]).
 
-use std::collections::HashSet;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -281,24 +279,13 @@ pub fn generate(
         Split::HeldOut => 0x636e_6865_6c64_0000,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stream);
-    let mut seen = HashSet::with_capacity(n);
-    let mut out = Vec::with_capacity(n);
-    let mut misses = 0usize;
-    while out.len() < n {
-        let p = sample_one(&mut rng, cfg);
-        if arith::split_of(&p.prompt) != split || !seen.insert(p.prompt.clone()) {
-            misses += 1;
-            if misses > 1000 + 100 * n {
-                return Err(TaskError::Config(format!(
-                    "could not draw {n} distinct {split:?} countdown problems with {cfg:?} (got {})",
-                    out.len()
-                )));
-            }
-            continue;
-        }
-        out.push(p);
-    }
-    Ok(out)
+    arith::draw_distinct(
+        n,
+        split,
+        || sample_one(&mut rng, cfg),
+        |p| &p.prompt,
+        || format!("{split:?} countdown problems with {cfg:?}"),
+    )
 }
 
 #[cfg(test)]
