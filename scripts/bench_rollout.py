@@ -108,6 +108,9 @@ def summary(lengths, finished, seconds, prompt_ids, extra):
     )
 
 
+TBRM_DTYPE = {"float32": "f32", "bfloat16": "bf16"}
+
+
 def worker_vllm(a):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(a.vllm_kv_gib))
     bind = a.vllm_bind or (f"0-{a.threads - 1}" if a.threads > 1 else "0")
@@ -119,7 +122,7 @@ def worker_vllm(a):
     eos = set(eos_ids(a.model))
     rows = len(prompts) * a.n
     t_load = time.perf_counter()
-    llm = LLM(model=a.model, dtype="float32", seed=a.seed, max_num_seqs=max(rows, 8),
+    llm = LLM(model=a.model, dtype=a.dtype, seed=a.seed, max_num_seqs=max(rows, 8),
               max_model_len=a.max_model_len, enforce_eager=a.vllm_eager)
     t_load = time.perf_counter() - t_load
     to_prompt = lambda ids: {"prompt_token_ids": ids}
@@ -157,7 +160,7 @@ def worker_hf(a):
     gen_cfg = json.loads((pathlib.Path(a.model) / "generation_config.json").read_text())
     pad = gen_cfg.get("pad_token_id", eos[0])
     t_load = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=getattr(torch, a.dtype)).eval()
     t_load = time.perf_counter() - t_load
 
     def batch(rows):
@@ -244,13 +247,14 @@ def run_one(impl, n, a, prompts_file, log_dir):
     if impl == "tbrm":
         cmd = [a.tbrm, "bench", "rollout", "--model", a.model, "--prompts", str(prompts_file),
                "--rollouts-per-prompt", str(n), "--max-new-tokens", str(a.max_new_tokens),
-               "--temperature", "1", "--template", "plain", "--threads", str(a.threads), "--dtype", "f32"]
+               "--temperature", "1", "--template", "plain", "--threads", str(a.threads), "--dtype", TBRM_DTYPE[a.dtype]]
     else:
         py = a.vllm_python if impl == "vllm" else a.hf_python
         cmd = [py, str(pathlib.Path(__file__).resolve()), "--worker", impl, "--model", a.model,
                "--prompts", str(prompts_file), "--n", str(n), "--threads", str(a.threads),
                "--max-new-tokens", str(a.max_new_tokens), "--seed", str(a.seed), "--hf-batch", str(a.hf_batch),
-               "--vllm-kv-gib", str(a.vllm_kv_gib), "--max-model-len", str(a.max_model_len)]
+               "--vllm-kv-gib", str(a.vllm_kv_gib), "--max-model-len", str(a.max_model_len),
+               "--dtype", a.dtype]
         if a.vllm_bind:
             cmd += ["--vllm-bind", a.vllm_bind]
         if a.vllm_eager:
@@ -338,6 +342,8 @@ def main():
                     help="LD_PRELOAD for the vLLM worker: 'auto' (vLLM's CPU recommendation: libtcmalloc_minimal "
                          "if installed + the venv's libiomp5.so from intel-openmp), 'none', or a path list")
     ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--dtype", choices=sorted(TBRM_DTYPE), default="float32",
+                    help="weights and activations for every implementation (tbrm: --dtype f32|bf16)")
     ap.add_argument("--worker", choices=("vllm", "hf"), help=argparse.SUPPRESS)
     ap.add_argument("--prompts", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -376,7 +382,7 @@ def write_out(a, ns, results, started, prompts_file, skip):
     doc = dict(
         started=started,
         workload=dict(prompts=f"first {a.num_prompts} rows of {DATA}", template="plain", n=ns,
-                      max_new_tokens=a.max_new_tokens, temperature=1.0, top_k=None, top_p=1.0, dtype="float32",
+                      max_new_tokens=a.max_new_tokens, temperature=1.0, top_k=None, top_p=1.0, dtype=a.dtype,
                       threads=a.threads, model=a.model, prompts_file=str(prompts_file),
                       timing="generation call only; model load, engine start-up and one warm-up call "
                              f"({WARMUP['prompts']} prompts, n={WARMUP['n']}, {WARMUP['max_new_tokens']} tokens; "

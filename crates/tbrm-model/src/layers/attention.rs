@@ -18,13 +18,14 @@ pub(crate) enum KvWrite<'a> {
     None,
     /// Appended to a growing cache (prefill).
     Append(&'a mut LayerKv),
-    /// One new token per sequence written into preallocated slot storage (slots, nkv, L, hs)
-    /// at `index` ((slots, nkv, 1, hs) int64, each sequence's position), attending over the
-    /// first `window` positions (the mask hides each row's unused tail).
+    /// One new token per sequence written into preallocated slot storage (slots, nkv, L, hs):
+    /// row `rows[i]` at position `pos[i]` (both (S,) int64), attending over the first `window`
+    /// positions (the mask hides each row's unused tail).
     Slots {
         k: &'a Tensor,
         v: &'a Tensor,
-        index: &'a Tensor,
+        rows: &'a Tensor,
+        pos: &'a Tensor,
         window: i64,
     },
 }
@@ -94,18 +95,25 @@ impl Attention {
             KvWrite::Slots {
                 k: kb,
                 v: vb,
-                index,
+                rows,
+                pos,
                 window,
             } => {
-                // Shallow handles on the slot storage: the writes land in place.
-                let _ = kb.shallow_clone().scatter_(2, index, &k);
-                let _ = vb.shallow_clone().scatter_(2, index, &v);
+                // Shallow handles on the slot storage: the writes land in place. `index_put_`
+                // rather than `scatter_`: on CPU, scatter_ into bf16/f16 storage copies the
+                // whole storage to f32 and back on every call (an accumulation buffer), which
+                // made a bf16 decode step ~2.5x slower than f32 (BENCHMARKS.md).
+                let at = [Some(rows), None, Some(pos)];
+                let _ = kb.shallow_clone().index_put_(&at, &k.squeeze_dim(2), false);
+                let _ = vb.shallow_clone().index_put_(&at, &v.squeeze_dim(2), false);
                 (kb.narrow(2, 0, window), vb.narrow(2, 0, window))
             }
         };
         let gqa = self.n_kv_head != self.n_head;
         let y = match mask {
-            AttnMask::Decode(add) if q.device() == tch::Device::Cpu => {
+            AttnMask::Decode(add)
+                if q.device() == tch::Device::Cpu && q.kind() == tch::Kind::Float =>
+            {
                 self.grouped_decode(&q, &k, &v, add)
             }
             AttnMask::Decode(add) => {
@@ -143,6 +151,8 @@ impl Attention {
     /// the query heads of one KV group as the rows of one product with that group's keys, so
     /// the keys are read in place (no GQA expansion). SDPA's CPU kernels took 1.5-2.5x longer
     /// at decode shapes (16 rows, 12/2 heads, ~200 keys; BENCHMARKS.md "Rollout engine").
+    /// f32 only: in bf16 these products go through oneDNN, which first copies the transposed
+    /// key window to contiguous memory, and SDPA's flash kernel is the faster one there.
     fn grouped_decode(&self, q: &Tensor, k: &Tensor, v: &Tensor, add: &Tensor) -> Tensor {
         let (b, hs) = (q.size()[0], self.head_dim);
         let g = self.n_head / self.n_kv_head;

@@ -121,15 +121,14 @@ impl Decoder {
             Tensor::zeros([s, 1, 1, window], (x.kind(), pos.device()))
                 .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY),
         );
-        let (k0, _) = cache.layer(0);
-        let (nkv, hs) = (k0.size()[1], k0.size()[3]);
-        let index = pos.view([s, 1, 1, 1]).expand([s, nkv, 1, hs], false);
+        let rows = Tensor::arange(s, (tch::Kind::Int64, pos.device()));
         for (i, layer) in self.layers.iter().enumerate() {
             let (k, v) = cache.layer(i);
             let kv = KvWrite::Slots {
                 k,
                 v,
-                index: &index,
+                rows: &rows,
+                pos,
                 window,
             };
             x = layer.forward(&x, &cos, &sin, &mask, kv);
