@@ -3,7 +3,7 @@
 //! The shape follows verl's `core_algos.py` registry: every loss is one file in [`loss`]
 //! that opens with its formula, declares what it [`Needs`] so the trainer computes only
 //! that, and returns the loss plus named metrics. The one `match` in [`loss::build`] is the
-//! registry. Shared pieces: the aggregation helper ([`agg`]), GAE ([`gae`]) and the
+//! registry. Shared pieces: the aggregation helper ([`agg`]), GAE ([`gae()`]) and the
 //! clipped policy-gradient / KL / value-clipping terms ([`pg`]).
 //!
 //! Tensors are `(B, L)` over the response tokens only (right-padded, 0/1 `response_mask`),

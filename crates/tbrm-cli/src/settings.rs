@@ -101,7 +101,7 @@ pub fn resolve(flags: &TrainFlags) -> anyhow::Result<TrainConfig> {
     Ok(resolve_noted(flags)?.0)
 }
 
-/// [`resolve`], plus a line saying which per-algorithm settings of the config file were
+/// Resolves flags into a validated `TrainConfig`, plus a line saying which per-algorithm settings of the config file were
 /// applied (`None` when the chosen algorithm has no table there).
 pub fn resolve_noted(flags: &TrainFlags) -> anyhow::Result<(TrainConfig, Option<String>)> {
     let (text, origin) = base_text(flags)?;

@@ -223,7 +223,7 @@ pub fn default_run_dir(base: &Path, algorithm: &str) -> PathBuf {
 }
 
 /// `YYYYMMDD-HHMMSS` for Unix seconds, UTC. Days to civil date by Howard Hinnant's
-/// `civil_from_days` algorithm (http://howardhinnant.github.io/date_algorithms.html).
+/// `civil_from_days` algorithm (<http://howardhinnant.github.io/date_algorithms.html>).
 fn utc_stamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -2,10 +2,10 @@
 //! Math-Verify (github.com/huggingface/Math-Verify, `grader.py`), written here from its documented
 //! behaviour, with bounded work and no tch dependency.
 //!
-//! Pipeline: [`extract`] finds the final answer in a model response (and in a gold answer written
-//! as a whole solution), [`normalize`] rewrites LaTeX presentation details away (doubled
-//! backslashes, decimal commas in plain text, percent words, thousands separators), [`parse`]
-//! builds an expression tree, and [`compare`] decides equivalence (exact rationals first, then
+//! Pipeline: `extract` finds the final answer in a model response (and in a gold answer written
+//! as a whole solution), `normalize` rewrites LaTeX presentation details away (doubled
+//! backslashes, decimal commas in plain text, percent words, thousands separators), `parse`
+//! builds an expression tree, and `compare` decides equivalence (exact rationals first, then
 //! 6-decimal rounding when a decimal literal is involved, then high-precision evaluation,
 //! random-point evaluation for expressions with variables). Every verification runs under a [`Limits`] budget: a deadline checked inside the
 //! parser, evaluator and comparison loops, caps on input sizes, nesting depth and exact-number

@@ -10,7 +10,7 @@
 //! loss term instead, as in GRPO.
 //! Advantages and returns by GAE (gamma = lam = 1), advantages whitened over the batch.
 //!
-//!   actor  = agg(max(-A rho, -A clip(rho, 1-0.2, 1+0.2)))  [dual clip for A < 0]
+//!   actor  = agg(max(-A rho, -A clip(rho, 1-0.2, 1+0.2)))  (dual clip for A < 0)
 //!            - 0.001 * agg(entropy)
 //!   critic = 0.5 * agg(max((V - R)^2, (clip(V, V_old - 0.5, V_old + 0.5) - R)^2))
 //!   loss   = actor + critic

@@ -59,7 +59,7 @@ pub struct Args {
     /// Prompt template: qwen_math (the paper's), r1, chat, plain, or a string with {question}.
     #[arg(long, default_value = "qwen_math")]
     template: PromptTemplate,
-    /// Output folder (default: eval-results/<model folder name>).
+    /// Output folder (default: `eval-results/<model folder name>`).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Only the first N problems of each benchmark (smoke runs).

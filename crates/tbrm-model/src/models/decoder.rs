@@ -98,7 +98,7 @@ impl Decoder {
 
     /// One decode step over slot storage: ids (S, 1), `pos` (S,) int64 each slot's position
     /// (= its cached length), `window` > every position -> final-normed hidden (S, 1, C).
-    /// The new keys and values are written at `pos`; row s attends to positions 0..=pos[s].
+    /// The new keys and values are written at `pos`; row s attends to positions `0..=pos[s]`.
     /// One mask and one RoPE table per step, shared by every layer.
     pub fn decode_slots(
         &self,
