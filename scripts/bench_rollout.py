@@ -14,7 +14,9 @@ and reports sequences, generated tokens (EOS included), seconds and tokens/s. Se
 time of the generation call only: model loading, vLLM's engine start-up and one warm-up call
 (2 prompts, n = 1, 8 new tokens; vLLM and transformers only) are excluded.
 
-  (a) vLLM: LLM(model, dtype=float32, seed=0, max_num_seqs=64*N), SamplingParams(n=N,
+Every implementation loads the model in --dtype (float32 by default, or bfloat16).
+
+  (a) vLLM: LLM(model, dtype=DTYPE, seed=0, max_num_seqs=64*N), SamplingParams(n=N,
       temperature=1.0, max_tokens=512), all prompts in one generate() call given as token ids;
       OpenMP threads bound with VLLM_CPU_OMP_THREADS_BIND=0-(T-1), VLLM_CPU_KVCACHE_SPACE GiB
       of KV cache (--vllm-kv-gib), and by default LD_PRELOAD=libtcmalloc_minimal.so.4 (if
@@ -27,7 +29,7 @@ time of the generation call only: model loading, vLLM's engine start-up and one 
       Rows that finished keep being computed until the whole batch is done (generate()'s own
       behaviour); only tokens up to and including EOS are counted.
   (c) tbrm: `TBRM bench rollout --model DIR --prompts FILE --rollouts-per-prompt N
-      --max-new-tokens 512 --temperature 1 --template plain --threads T --dtype f32`, which prints
+      --max-new-tokens 512 --temperature 1 --template plain --threads T --dtype f32|bf16`, which prints
       one JSON line with sequences, generated_tokens, seconds, tokens_per_second.
 
     /work/venvs/hf/bin/python scripts/bench_rollout.py --model /work/rollout-model \\

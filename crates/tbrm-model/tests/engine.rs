@@ -17,10 +17,14 @@ fn tokenizer() -> Tokenizer {
 }
 
 fn model(t: ModelType, tok: &Tokenizer) -> CausalLm {
+    model_in(t, tok, Kind::Float)
+}
+
+fn model_in(t: ModelType, tok: &Tokenizer, kind: Kind) -> CausalLm {
     let mut cfg = ModelConfig::tiny(t);
     cfg.vocab_size = tok.vocab_size() as i64;
     cfg.initializer_range = 0.2;
-    CausalLm::from_config(cfg, Device::Cpu, Kind::Float, 1).unwrap()
+    CausalLm::from_config(cfg, Device::Cpu, kind, 1).unwrap()
 }
 
 /// A tokenizer whose EOS set is a tenth of the vocabulary, so sampled rows end at uneven
@@ -199,15 +203,7 @@ fn slots_are_refilled_and_the_tail_is_compacted() {
 /// Engine log-probs minus the scorer's for the same tokens: (max, mean) absolute difference.
 fn logprob_gap(kind: Kind) -> (f64, f64) {
     let tok = uneven_eos(tokenizer());
-    let lm = model(ModelType::Qwen3, &tok);
-    let lm = if kind == Kind::Float {
-        lm
-    } else {
-        let mut cfg = ModelConfig::tiny(ModelType::Qwen3);
-        cfg.vocab_size = tok.vocab_size() as i64;
-        cfg.initializer_range = 0.2;
-        CausalLm::from_config(cfg, Device::Cpu, kind, 1).unwrap()
-    };
+    let lm = model_in(ModelType::Qwen3, &tok, kind);
     let out = run(&lm, &tok, &requests(&tok, 2, 5), &params(20), 4, 2);
     let gens: Vec<&Generation> = out.generations.iter().flatten().collect();
     let pairs: Vec<(&[u32], &[u32])> = gens

@@ -83,31 +83,19 @@ fn gold_choice(gold: &str) -> Option<char> {
 }
 
 pub(crate) fn verify_pair(gold: &str, response: &str, limits: &Limits) -> (Verdict, Outcome) {
-    if response.len() > limits.max_response_bytes {
-        let e = VerifyError::TooLong {
-            what: "response",
-            len: response.len(),
-            max: limits.max_response_bytes,
-        };
-        return verdict(
-            false,
-            None,
-            format!("not checked: {e}"),
-            Outcome::Unparseable,
-        );
-    }
-    if gold.len() > limits.max_answer_bytes {
-        let e = VerifyError::TooLong {
-            what: "gold answer",
-            len: gold.len(),
-            max: limits.max_answer_bytes,
-        };
-        return verdict(
-            false,
-            None,
-            format!("not checked: {e}"),
-            Outcome::Unparseable,
-        );
+    for (what, len, max) in [
+        ("response", response.len(), limits.max_response_bytes),
+        ("gold answer", gold.len(), limits.max_answer_bytes),
+    ] {
+        if len > max {
+            let e = VerifyError::TooLong { what, len, max };
+            return verdict(
+                false,
+                None,
+                format!("not checked: {e}"),
+                Outcome::Unparseable,
+            );
+        }
     }
     // LaTeX stored with doubled backslashes (`\\frac{1}{5}`) is read as written once.
     let response = undouble_backslashes(response);
