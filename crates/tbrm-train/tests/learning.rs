@@ -7,7 +7,8 @@
 //! rollouts two updates stale, from half-replayed batches and from another run's rollouts
 //! alone (BENCHMARKS.md, "Off-policy sources").
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::AtomicBool;
 
 use tbrm_train::config::Algorithm;
@@ -15,18 +16,9 @@ use tbrm_train::metrics::RecordingObserver;
 use tbrm_train::{TaskData, TrainConfig, Trainer};
 
 fn default_config() -> TrainConfig {
-    let text = include_str!("../../../configs/default.toml");
-    let mut cfg = TrainConfig::from_toml_str(text).unwrap();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-arith");
-    assert!(
-        model.join("model.safetensors").is_file(),
-        "the warm-start checkpoint {} is missing (regenerate it with the recipe in its README)",
-        model.display()
-    );
-    cfg.model.path = model;
+    let mut cfg =
+        common::warm_start_config(include_str!("../../../configs/default.toml"), "tiny-arith");
     cfg.train.steps = 60;
-    cfg.train.eval_every = 0;
-    cfg.train.save_every = 0;
     cfg
 }
 

@@ -5,27 +5,21 @@
 //! through the CLI (release build, 200 held-out problems) at step 50 of this config: 0.185 ->
 //! 0.32 and 0.28 (seeds 0 and 1; BENCHMARKS.md, "Countdown"); the bar is +0.05.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::AtomicBool;
 
 use tbrm_train::metrics::RecordingObserver;
-use tbrm_train::{TaskData, TrainConfig, Trainer};
+use tbrm_train::{TaskData, Trainer};
 
 #[test]
 fn tbrm_raises_held_out_accuracy_on_countdown() {
-    let text = include_str!("../../../configs/countdown.toml");
-    let mut cfg = TrainConfig::from_toml_str(text).unwrap();
-    assert_eq!(cfg.data.train, "builtin:countdown");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-countdown");
-    assert!(
-        model.join("model.safetensors").is_file(),
-        "the warm-start checkpoint {} is missing (regenerate it with the recipe in its README)",
-        model.display()
+    let mut cfg = common::warm_start_config(
+        include_str!("../../../configs/countdown.toml"),
+        "tiny-countdown",
     );
-    cfg.model.path = model;
+    assert_eq!(cfg.data.train, "builtin:countdown");
     cfg.train.steps = 50;
-    cfg.train.eval_every = 0;
-    cfg.train.save_every = 0;
 
     let tmp = tempfile::tempdir().unwrap();
     let task = TaskData::from_config(&cfg).unwrap();

@@ -25,6 +25,24 @@ pub fn tiny_model_dir(dir: &Path, seed: i64) -> PathBuf {
     model_dir
 }
 
+/// A committed config (its TOML text) starting from a committed warm start under `assets/`
+/// (e.g. "tiny-arith"), with mid-run evaluation and checkpoints off, for the learning tests.
+pub fn warm_start_config(config_toml: &str, asset: &str) -> TrainConfig {
+    let mut cfg = TrainConfig::from_toml_str(config_toml).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets")
+        .join(asset);
+    assert!(
+        model.join("model.safetensors").is_file(),
+        "the warm-start checkpoint {} is missing (regenerate it with the recipe in its README)",
+        model.display()
+    );
+    cfg.model.path = model;
+    cfg.train.eval_every = 0;
+    cfg.train.save_every = 0;
+    cfg
+}
+
 /// A config that runs a step in well under a second on the tiny model.
 pub fn tiny_config(model_dir: &Path) -> TrainConfig {
     let mut cfg = TrainConfig::default();
